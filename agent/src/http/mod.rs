@@ -1,0 +1,266 @@
+//! The Consul-compatible `/v1` HTTP API, on axum.
+//!
+//! Layout:
+//! - `agent`: `/v1/agent/*`, answered from the local state ([`crate::local`]);
+//! - `catalog`: `/v1/catalog/*` and `/v1/status/*`; `health`: `/v1/health/*`, answered from
+//!   the catalog server's state machine, with blocking queries (`read`);
+//! - `query`: query-string parsing; `filter`: `?filter=` expressions; `schema`: the shapes of
+//!   request and response JSON; `error`: the one mapping of failures to status codes;
+//! - `listener`: the accept side, with a per-client connection limit.
+//!
+//! Invariants: request bodies are bounded ([`MAX_BODY`], 413 beyond); blocking queries are
+//! bounded in number ([`MAX_BLOCKING_QUERIES`], 429 beyond) and end at once when the shutdown
+//! token is cancelled; serving returns after in-flight requests finish or a grace period.
+
+mod agent;
+mod catalog;
+mod error;
+mod filter;
+mod health;
+mod listener;
+mod query;
+mod read;
+mod schema;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, put};
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::RuntimeConfig;
+use crate::local::LocalState;
+use crate::node::{AgentControl, Members, NodeIdentity};
+use error::ApiError;
+
+/// Largest request body read, in bytes.
+pub const MAX_BODY: usize = 1024 * 1024;
+/// Most blocking queries waiting at once per listener; more get 429.
+pub const MAX_BLOCKING_QUERIES: usize = 4096;
+/// How long `serve` waits for in-flight requests after shutdown.
+const DRAIN_GRACE: Duration = Duration::from_secs(5);
+
+/// Everything the API needs from the running agent.
+#[derive(Clone)]
+pub struct HttpContext {
+    /// This agent.
+    pub node: NodeIdentity,
+    /// The configuration, swapped by the runtime on reload.
+    pub config: Arc<ArcSwap<RuntimeConfig>>,
+    /// Services and checks hosted here.
+    pub local: LocalState,
+    /// The catalog (None on a client agent without servers yet).
+    pub catalog: Option<muster_server::ServerHandle>,
+    /// Gossip members.
+    pub members: Members,
+    /// Reload and leave requests to the runtime.
+    pub control: AgentControl,
+    /// Cancelled at shutdown: stops accepting and ends blocking queries.
+    pub shutdown: CancellationToken,
+}
+
+/// Shared state of the handlers.
+pub(crate) struct Api {
+    ctx: HttpContext,
+    blocking: Semaphore,
+}
+
+impl Api {
+    fn config(&self) -> Arc<RuntimeConfig> {
+        self.ctx.config.load_full()
+    }
+
+    /// The catalog, or Consul's "No known Consul servers".
+    fn catalog(&self) -> Result<&muster_server::ServerHandle, ApiError> {
+        self.ctx.catalog.as_ref().ok_or_else(ApiError::no_servers)
+    }
+
+    /// Refuses `?dc=` other than this agent's datacenter (no WAN federation).
+    fn check_dc(&self, q: &query::Query) -> Result<(), ApiError> {
+        match q.non_empty("dc") {
+            Some(dc) if !dc.eq_ignore_ascii_case(&self.ctx.node.datacenter) => {
+                Err(ApiError::no_path_to_datacenter())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Reads a request body up to [`MAX_BODY`] bytes.
+pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let limit = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
+            e.source()
+        })
+        .any(|e| e.to_string().contains("length limit exceeded"));
+        if limit {
+            ApiError::PayloadTooLarge { limit: MAX_BODY }
+        } else {
+            ApiError::bad(format!("Request decode failed: {e}"))
+        }
+    })
+}
+
+/// Decodes a JSON body as Go's decoder reports it (`EOF` for an empty body).
+pub(crate) fn decode_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad("Request decode failed: EOF"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("Request decode failed: {e}")))
+}
+
+/// A JSON response; `?pretty` gives 4-space indentation and a trailing newline, as Consul.
+pub(crate) fn json<T: serde::Serialize + ?Sized>(value: &T, pretty: bool) -> Response {
+    let body = if pretty {
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        match value.serialize(&mut ser) {
+            Ok(()) => {
+                out.push(b'\n');
+                Ok(out)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        serde_json::to_vec(value)
+    };
+    match body {
+        Ok(body) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => ApiError::internal(format!("failed to encode the response: {e}")).into_response(),
+    }
+}
+
+/// The 200 with an empty body of agent writes.
+pub(crate) fn empty_ok() -> Response {
+    StatusCode::OK.into_response()
+}
+
+/// A route that takes one method; OPTIONS lists it and anything else is a 405 with `Allow`,
+/// as Consul's `wrap` does.
+fn endpoint<H, T>(method: Method, handler: H) -> MethodRouter<Arc<Api>>
+where
+    H: Handler<T, Arc<Api>>,
+    T: 'static,
+{
+    let allow: &'static str = if method == Method::PUT {
+        "OPTIONS,PUT"
+    } else {
+        "OPTIONS,GET"
+    };
+    let route = if method == Method::PUT {
+        put(handler)
+    } else {
+        get(handler)
+    };
+    route
+        .options(move || async move {
+            let mut r = StatusCode::OK.into_response();
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+            r
+        })
+        .fallback(move |m: Method| async move {
+            ApiError::MethodNotAllowed {
+                method: m.to_string(),
+                allow,
+            }
+        })
+}
+
+/// 404 for every path without an endpoint, with Consul's texts.
+async fn unknown_path(request: Request) -> Response {
+    let path = request.uri().path();
+    if path == "/" {
+        return (
+            StatusCode::OK,
+            "muster agent: no UI is served here; the HTTP API is under /v1/",
+        )
+            .into_response();
+    }
+    let text = if path.contains("/v1/") {
+        error::UNKNOWN_ENDPOINT
+    } else {
+        error::NOT_AN_API_PATH
+    };
+    ApiError::NotFound(text.to_owned()).into_response()
+}
+
+fn router(api: Arc<Api>) -> Router {
+    let router = Router::new();
+    let router = agent::routes(router);
+    let router = catalog::routes(router);
+    let router = health::routes(router);
+    router.fallback(unknown_path).with_state(api)
+}
+
+/// Serves the API on `listener` until `ctx.shutdown` is cancelled; blocking queries watch the
+/// token so draining is quick; returns after in-flight requests finish (bounded).
+pub async fn serve(listener: tokio::net::TcpListener, ctx: HttpContext) -> std::io::Result<()> {
+    let shutdown = ctx.shutdown.clone();
+    let per_client = ctx.config.load().http.max_conns_per_client;
+    let listener = listener::LimitedListener::new(listener, per_client);
+    let api = Arc::new(Api {
+        ctx,
+        blocking: Semaphore::new(MAX_BLOCKING_QUERIES),
+    });
+    let app = router(api);
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(DRAIN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = grace => {
+            tracing::warn!("HTTP requests still in flight after {DRAIN_GRACE:?}; closing");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pretty_json_is_indented_with_a_newline() {
+        let r = json(&serde_json::json!({"a": [1]}), true);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let body = rt
+            .block_on(axum::body::to_bytes(r.into_body(), 1024))
+            .unwrap();
+        assert_eq!(&body[..], b"{\n    \"a\": [\n        1\n    ]\n}\n");
+    }
+
+    #[test]
+    fn empty_bodies_decode_as_eof() {
+        assert_eq!(
+            decode_json(b"  ").unwrap_err(),
+            ApiError::bad("Request decode failed: EOF")
+        );
+        assert!(
+            decode_json(b"{")
+                .unwrap_err()
+                .to_string()
+                .starts_with("Request decode failed: ")
+        );
+    }
+}

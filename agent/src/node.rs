@@ -1,0 +1,151 @@
+//! Who this agent is and who it knows.
+//!
+//! Three small shared types that the runtime owns and the HTTP API reads:
+//! - [`NodeIdentity`]: fixed for the life of the process (name, UUID, datacenter, role, ports);
+//! - [`Members`]: the gossip member list as a `watch` channel (until gossip lands it holds only
+//!   this agent; the cluster work replaces the writer, not the readers);
+//! - [`AgentControl`]: the channel through which the API asks the runtime for a reload or a
+//!   graceful leave, so that only the runtime task ever changes process-wide state.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The identity of this agent, fixed at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeIdentity {
+    /// Node name (`node_name`), unique in the datacenter.
+    pub name: String,
+    /// Node UUID, persisted in `<data_dir>/node-id`.
+    pub id: String,
+    /// Datacenter (`datacenter`).
+    pub datacenter: String,
+    /// The address other nodes and the catalog know this node by.
+    pub advertise_addr: IpAddr,
+    /// Whether this agent is a Raft server.
+    pub server: bool,
+    /// `bootstrap_expect` (0 on clients).
+    pub bootstrap_expect: u32,
+    /// The bound LAN gossip port (Consul's `Port` in member listings).
+    pub serf_lan_port: u16,
+    /// The bound server RPC port (servers only).
+    pub server_port: Option<u16>,
+}
+
+/// Serf member status, with Consul's integer codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MemberStatus {
+    /// Unknown.
+    None = 0,
+    /// Alive and reachable.
+    Alive = 1,
+    /// Leaving gracefully.
+    Leaving = 2,
+    /// Left gracefully.
+    Left = 3,
+    /// Failed (unreachable).
+    Failed = 4,
+}
+
+impl MemberStatus {
+    /// The word `muster members` prints (`alive`, `leaving`, `left`, `failed`, `none`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Alive => "alive",
+            Self::Leaving => "leaving",
+            Self::Left => "left",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// One gossip member, with Consul's serf tags (`role`, `dc`, `id`, `vsn`, `build`, `port`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Node name.
+    pub name: String,
+    /// Gossip address.
+    pub addr: IpAddr,
+    /// Gossip port.
+    pub port: u16,
+    /// Serf tags as Consul sets them (`role` is `consul` on servers and `node` on clients).
+    pub tags: BTreeMap<String, String>,
+    /// Current status.
+    pub status: MemberStatus,
+}
+
+/// The member list: one writer (the runtime / gossip task), any number of readers.
+#[derive(Debug, Clone)]
+pub struct Members {
+    tx: Arc<watch::Sender<Arc<Vec<Member>>>>,
+}
+
+impl Members {
+    /// A list holding the given members.
+    pub fn new(initial: Vec<Member>) -> Self {
+        let (tx, _) = watch::channel(Arc::new(initial));
+        Self { tx: Arc::new(tx) }
+    }
+
+    /// The current members (cheap: one `Arc` clone).
+    pub fn current(&self) -> Arc<Vec<Member>> {
+        self.tx.borrow().clone()
+    }
+
+    /// Replaces the list and wakes every subscriber.
+    pub fn set(&self, members: Vec<Member>) {
+        self.tx.send_replace(Arc::new(members));
+    }
+
+    /// A receiver that sees every change (for the leader's reconcile loop).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Vec<Member>>> {
+        self.tx.subscribe()
+    }
+}
+
+/// What the API can ask of the runtime.
+#[derive(Debug)]
+pub enum ControlRequest {
+    /// Re-read the configuration sources (`PUT /v1/agent/reload`, SIGHUP). The reply carries
+    /// the error text when the new configuration is rejected (the old one stays in force).
+    Reload(oneshot::Sender<Result<(), String>>),
+    /// Leave gracefully and shut down (`PUT /v1/agent/leave`). The reply is sent once the
+    /// leave has been carried out, before the process exits.
+    Leave(oneshot::Sender<()>),
+}
+
+/// Cloneable handle for sending [`ControlRequest`]s to the runtime.
+#[derive(Debug, Clone)]
+pub struct AgentControl {
+    tx: mpsc::Sender<ControlRequest>,
+}
+
+impl AgentControl {
+    /// A handle and the receiver the runtime task owns. The channel is small and bounded:
+    /// reloads and leaves are rare, and a caller that finds it full just waits.
+    pub fn channel() -> (Self, mpsc::Receiver<ControlRequest>) {
+        let (tx, rx) = mpsc::channel(8);
+        (Self { tx }, rx)
+    }
+
+    /// Asks for a reload and waits for its outcome.
+    pub async fn reload(&self) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(ControlRequest::Reload(reply))
+            .await
+            .map_err(|_| "agent is shutting down".to_owned())?;
+        rx.await.map_err(|_| "agent is shutting down".to_owned())?
+    }
+
+    /// Asks for a graceful leave and waits until it is done (or the runtime is gone).
+    pub async fn leave(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(ControlRequest::Leave(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}

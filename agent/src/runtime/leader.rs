@@ -1,0 +1,256 @@
+//! Leader duties of a server: reconcile gossip membership into the catalog
+//! (`muster_server::reconcile`), which gives every node its `serfHealth` check and servers
+//! the `consul` service, and deregisters nodes that left.
+//!
+//! When: at once on gaining leadership, on every member change, every
+//! [`RECONCILE_INTERVAL`] (Consul's `ReconcileInterval`), and [`RETRY_AFTER_FAILURE`] after a
+//! failed round. Only the leader writes; a follower's loop just waits. The diff is computed
+//! from a `?consistent` read, so a new leader never reconciles against a catalog that has not
+//! applied everything its predecessor committed; identical content writes nothing.
+
+use std::time::Duration;
+
+use muster_server::{
+    Command, Consistency, Deregistration, ReconcileContext, ServerError, ServerHandle,
+};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::members::to_reconcile;
+use crate::node::{Member, Members};
+
+/// Consul's reconcile interval.
+pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
+/// How soon a failed round is retried.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+
+/// Runs one reconciliation round as leader: reads the catalog, writes the commands that make
+/// it match `members`. Returns how many commands were written.
+pub async fn reconcile_once(
+    catalog: &ServerHandle,
+    members: &[Member],
+    ctx: &ReconcileContext,
+) -> Result<usize, ServerError> {
+    let view = to_reconcile(members);
+    let (commands, _) = catalog
+        .read(Consistency::Consistent, |c| {
+            muster_server::reconcile(c, &view, ctx)
+        })
+        .await?;
+    let count = commands.len();
+    for command in commands {
+        let outcome = catalog.write(command).await?;
+        if let Err(e) = outcome.result.into_result() {
+            // A rejection is a bug in the diff or a race with an API write; the next round
+            // recomputes from the catalog, so log and go on.
+            tracing::warn!(error = %e, "reconcile: the catalog refused a command");
+        }
+    }
+    if count > 0 {
+        tracing::debug!(commands = count, "reconciled members into the catalog");
+    }
+    Ok(count)
+}
+
+/// The leader's own node on a graceful leave. `reconcile` never deregisters the node doing
+/// the reconciling (Consul leaves that to the next leader); a single server has no next
+/// leader, so the leaving leader removes its own node itself. Its local services and checks
+/// go with it.
+pub async fn deregister_self(
+    catalog: &ServerHandle,
+    ctx: &ReconcileContext,
+) -> Result<(), ServerError> {
+    let command = Command::Deregister(Deregistration {
+        node: ctx.self_name.clone(),
+        datacenter: ctx.datacenter.clone(),
+        ..Deregistration::default()
+    });
+    catalog.write(command).await?;
+    Ok(())
+}
+
+/// The leader loop; returns when `shutdown` is cancelled or the server stops.
+pub async fn run(
+    catalog: ServerHandle,
+    members: Members,
+    ctx: ReconcileContext,
+    shutdown: CancellationToken,
+) {
+    let mut leadership = catalog.leadership();
+    let mut member_changes = members.subscribe();
+    let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        // The first tick completes at once: that is the start-up round.
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            changed = leadership.changed() => if changed.is_err() { return },
+            changed = member_changes.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+            _ = sleep_until_opt(retry_at) => {}
+        }
+        if !*leadership.borrow_and_update() {
+            retry_at = None;
+            continue;
+        }
+        let current = members.current();
+        // Mark the member list as seen: changes that arrive during the round trigger another.
+        member_changes.borrow_and_update();
+        let round = tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => return,
+            r = reconcile_once(&catalog, &current, &ctx) => r,
+        };
+        match round {
+            Ok(_) => retry_at = None,
+            Err(e) if e.is_shutting_down() => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?RETRY_AFTER_FAILURE, "reconcile failed");
+                retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::node::{MemberStatus, NodeIdentity};
+    use crate::runtime::members::self_member;
+    use muster_server::{CatalogServer, HealthStatus, ServerConfig};
+
+    pub(crate) async fn single_server(dir: &std::path::Path, name: &str) -> ServerHandle {
+        let id = uuid::Uuid::new_v4().to_string();
+        let config = ServerConfig::new(
+            muster_server::raft_id_from_node_id(&id).unwrap(),
+            name,
+            "127.0.0.1:1",
+            "dc1",
+        );
+        let handle = CatalogServer::start(config, dir, CancellationToken::new())
+            .await
+            .unwrap();
+        handle.bootstrap_single().await.unwrap();
+        handle
+            .wait_for_leader(Instant::now() + Duration::from_secs(20))
+            .await
+            .expect("a single server elects itself");
+        handle
+    }
+
+    fn identity(name: &str, server: bool) -> NodeIdentity {
+        NodeIdentity {
+            name: name.into(),
+            id: uuid::Uuid::new_v4().to_string(),
+            datacenter: "dc1".into(),
+            advertise_addr: "127.0.0.1".parse().unwrap(),
+            server,
+            bootstrap_expect: 0,
+            serf_lan_port: 8301,
+            server_port: server.then_some(8300),
+        }
+    }
+
+    async fn wait_until(what: &str, mut f: impl AsyncFnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f().await {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leader_registers_members_and_follows_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = single_server(dir.path(), "db1").await;
+        let me = identity("db1", true);
+        let members = Members::new(vec![self_member(&me, true)]);
+        let ctx = ReconcileContext {
+            datacenter: "dc1".into(),
+            self_name: "db1".into(),
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(run(
+            catalog.clone(),
+            members.clone(),
+            ctx.clone(),
+            stop.clone(),
+        ));
+
+        let serf_of = async |node: &str| {
+            catalog
+                .read(Consistency::Stale, |c| {
+                    c.check(node, "serfHealth")
+                        .map(|ch| (ch.status, ch.output.clone()))
+                })
+                .await
+                .unwrap()
+                .0
+        };
+        wait_until("db1 registered", async || serf_of("db1").await.is_some()).await;
+        let (status, output) = serf_of("db1").await.unwrap();
+        assert_eq!(status, HealthStatus::Passing);
+        assert_eq!(output, "Agent alive and reachable");
+        let consul = catalog
+            .read(Consistency::Stale, |c| {
+                c.service("db1", "consul").map(|s| s.port)
+            })
+            .await
+            .unwrap()
+            .0;
+        assert_eq!(consul, Some(8300));
+
+        // A member change is reconciled at once, not at the next 60 s tick.
+        let client = identity("app1", false);
+        let mut list = vec![self_member(&me, true), self_member(&client, false)];
+        members.set(list.clone());
+        wait_until("app1 registered", async || serf_of("app1").await.is_some()).await;
+        list[1].status = MemberStatus::Failed;
+        members.set(list.clone());
+        wait_until("app1 critical", async || {
+            serf_of("app1").await.map(|s| s.0) == Some(HealthStatus::Critical)
+        })
+        .await;
+        list[1].status = MemberStatus::Left;
+        members.set(list.clone());
+        wait_until("app1 deregistered", async || {
+            catalog
+                .read(Consistency::Stale, |c| c.node("app1").is_none())
+                .await
+                .unwrap()
+                .0
+        })
+        .await;
+
+        // Identical content writes nothing: a second round is a no-op.
+        let written = reconcile_once(&catalog, &members.current(), &ctx)
+            .await
+            .unwrap();
+        assert_eq!(written, 0);
+
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .unwrap()
+            .unwrap();
+
+        // The leaving leader removes its own node.
+        deregister_self(&catalog, &ctx).await.unwrap();
+        let gone = catalog
+            .read(Consistency::Stale, |c| c.node("db1").is_none())
+            .await
+            .unwrap()
+            .0;
+        assert!(gone);
+        catalog.shutdown().await;
+    }
+}

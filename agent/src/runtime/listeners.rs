@@ -1,0 +1,202 @@
+//! Binding every listener before anything serves: HTTP on each `client_addr` /
+//! `addresses.http` address, DNS (several SO_REUSEPORT UDP sockets plus TCP) on each DNS
+//! address, and the server RPC port on servers.
+//!
+//! Invariants: a disabled port (-1) is not bound; port 0 picks a free port and the real
+//! address is what [`BoundAddrs`] reports; a bind failure is one error naming the address and
+//! the settings that chose it.
+
+use std::net::SocketAddr;
+
+use muster_dns::DnsListeners;
+use tokio::net::TcpListener;
+
+use crate::config::RuntimeConfig;
+
+/// The bound sockets.
+#[derive(Debug)]
+pub struct Listeners {
+    /// HTTP API listeners.
+    pub http: Vec<TcpListener>,
+    /// DNS endpoints.
+    pub dns: Vec<DnsListeners>,
+    /// The server RPC listener (servers only).
+    pub server: Option<TcpListener>,
+}
+
+/// The addresses actually bound (port 0 resolved).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoundAddrs {
+    /// HTTP API addresses.
+    pub http: Vec<SocketAddr>,
+    /// DNS addresses (UDP and TCP on the same port).
+    pub dns: Vec<SocketAddr>,
+    /// The server RPC address.
+    pub server: Option<SocketAddr>,
+}
+
+impl BoundAddrs {
+    /// The line the end-to-end tests scrape from stdout:
+    /// `==> muster ready: http=<addr> dns=<addr> server=<addr>`, leaving out what is
+    /// disabled; several addresses of one kind are joined with commas.
+    pub fn ready_line(&self) -> String {
+        let join = |v: &[SocketAddr]| {
+            v.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let mut parts = vec!["==> muster ready:".to_owned()];
+        if !self.http.is_empty() {
+            parts.push(format!("http={}", join(&self.http)));
+        }
+        if !self.dns.is_empty() {
+            parts.push(format!("dns={}", join(&self.dns)));
+        }
+        if let Some(server) = self.server {
+            parts.push(format!("server={server}"));
+        }
+        parts.join(" ")
+    }
+}
+
+/// How many UDP sockets serve DNS: one receive thread per core.
+pub fn dns_udp_sockets() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn bind_error(what: &str, addr: SocketAddr, keys: &str, e: &std::io::Error) -> String {
+    format!("cannot bind the {what} on {addr} (set by {keys}): {e}")
+}
+
+/// Binds everything the configuration asks for.
+pub async fn bind_all(cfg: &RuntimeConfig) -> Result<(Listeners, BoundAddrs), String> {
+    let mut listeners = Listeners {
+        http: Vec::new(),
+        dns: Vec::new(),
+        server: None,
+    };
+    let mut addrs = BoundAddrs::default();
+    for addr in &cfg.http.addrs {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            bind_error(
+                "HTTP API",
+                *addr,
+                "client_addr or addresses.http, and ports.http / -http-port",
+                &e,
+            )
+        })?;
+        addrs.http.push(l.local_addr().map_err(|e| e.to_string())?);
+        listeners.http.push(l);
+    }
+    for addr in &cfg.dns.addrs {
+        let l = DnsListeners::bind(*addr, dns_udp_sockets()).map_err(|e| {
+            bind_error(
+                "DNS server",
+                *addr,
+                "client_addr or addresses.dns, and ports.dns / -dns-port",
+                &e,
+            )
+        })?;
+        addrs.dns.push(l.local_addr().map_err(|e| e.to_string())?);
+        listeners.dns.push(l);
+    }
+    if cfg.server.enabled {
+        let addr = cfg.server.rpc_addr;
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            bind_error(
+                "server RPC port",
+                addr,
+                "bind_addr / -bind, and ports.server / -server-port",
+                &e,
+            )
+        })?;
+        addrs.server = Some(l.local_addr().map_err(|e| e.to_string())?);
+        listeners.server = Some(l);
+    }
+    Ok((listeners, addrs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_line_leaves_out_what_is_disabled() {
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let all = BoundAddrs {
+            http: vec![a("127.0.0.1:8500")],
+            dns: vec![a("127.0.0.1:8600")],
+            server: Some(a("127.0.0.1:8300")),
+        };
+        assert_eq!(
+            all.ready_line(),
+            "==> muster ready: http=127.0.0.1:8500 dns=127.0.0.1:8600 server=127.0.0.1:8300"
+        );
+        let client = BoundAddrs {
+            http: vec![a("127.0.0.1:8500"), a("10.0.0.1:8500")],
+            dns: vec![],
+            server: None,
+        };
+        assert_eq!(
+            client.ready_line(),
+            "==> muster ready: http=127.0.0.1:8500,10.0.0.1:8500"
+        );
+    }
+
+    #[tokio::test]
+    async fn bind_errors_name_the_address_and_the_keys() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = taken.local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let args = crate::config::AgentArgs::parse_consul_style([
+            format!("-data-dir={}", dir.path().display()),
+            format!("-http-port={port}"),
+            "-dns-port=-1".to_owned(),
+            "-bind=127.0.0.1".to_owned(),
+        ])
+        .unwrap();
+        let cfg = crate::config::load_with_hostname(&args, "h")
+            .unwrap()
+            .runtime;
+        let err = bind_all(&cfg).await.unwrap_err();
+        assert!(err.contains(&format!("127.0.0.1:{port}")), "{err}");
+        assert!(err.contains("ports.http"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn port_zero_reports_the_real_ports_and_disabled_ports_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = crate::config::AgentArgs::parse_consul_style([
+            format!("-data-dir={}", dir.path().display()),
+            "-http-port=0".to_owned(),
+            "-dns-port=0".to_owned(),
+            "-server-port=0".to_owned(),
+            "-server".to_owned(),
+            "-bind=127.0.0.1".to_owned(),
+        ])
+        .unwrap();
+        let cfg = crate::config::load_with_hostname(&args, "h")
+            .unwrap()
+            .runtime;
+        let (listeners, addrs) = bind_all(&cfg).await.unwrap();
+        assert_eq!(addrs.http.len(), 1);
+        assert_ne!(addrs.http[0].port(), 0);
+        assert_ne!(addrs.dns[0].port(), 0);
+        assert_ne!(addrs.server.unwrap().port(), 0);
+        assert_eq!(listeners.dns[0].udp.len(), dns_udp_sockets());
+        drop(listeners);
+
+        let args = crate::config::AgentArgs::parse_consul_style([
+            format!("-data-dir={}", dir.path().display()),
+            "-http-port=-1".to_owned(),
+            "-dns-port=-1".to_owned(),
+        ])
+        .unwrap();
+        let cfg = crate::config::load_with_hostname(&args, "h")
+            .unwrap()
+            .runtime;
+        let (_, addrs) = bind_all(&cfg).await.unwrap();
+        assert_eq!(addrs, BoundAddrs::default());
+    }
+}

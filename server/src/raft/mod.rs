@@ -1,0 +1,106 @@
+//! The Raft layer: every openraft type of the crate lives under this module, so moving to
+//! openraft 0.10 touches only here.
+//!
+//! Layout:
+//! - `store`: the openraft log store and state machine over [`crate::storage`] (redb);
+//! - `network`: outbound Raft RPCs over HTTP (one shared `reqwest::Client`);
+//! - `rpc`: the inbound axum router (Raft RPCs, forwarded writes, read-index);
+//! - `server`: [`CatalogServer::start`] and the [`ServerHandle`] the agent uses.
+//!
+//! Wire invariants: log entries, snapshot metadata and RPC bodies are JSON; every RPC body is
+//! wrapped in a versioned envelope (`{"v":1,...}`), and commands carry their own version.
+
+// openraft's error types are large by design (its own examples allow this lint too); they are
+// returned on cold paths only.
+#![allow(clippy::result_large_err)]
+
+mod network;
+mod rpc;
+mod server;
+mod store;
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::catalog::Catalog;
+use crate::catalog::command::{Command, CommandResult};
+use crate::watch::TableWatches;
+
+pub use server::{
+    CatalogServer, Consistency, RaftRole, RaftStatus, ReadMeta, ServerHandle, ServerInfo,
+    WriteOutcome,
+};
+
+/// A Raft server as recorded in the cluster membership.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerNode {
+    /// Node name.
+    pub name: String,
+    /// Address of its RPC router (`ip:port`).
+    pub rpc_addr: String,
+}
+
+openraft::declare_raft_types!(
+    /// The openraft type configuration of the catalog.
+    pub(crate) TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = u64,
+        Node = ServerNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+type NodeId = u64;
+type LogId = openraft::LogId<NodeId>;
+type Vote = openraft::Vote<NodeId>;
+type Entry = openraft::Entry<TypeConfig>;
+type StoredMembership = openraft::StoredMembership<NodeId, ServerNode>;
+type SnapshotMeta = openraft::SnapshotMeta<NodeId, ServerNode>;
+type StorageError = openraft::StorageError<NodeId>;
+type Raft = openraft::Raft<TypeConfig>;
+
+/// The state machine's data: the catalog plus what openraft needs to know was applied. One lock,
+/// so a snapshot copies a consistent (catalog, last applied) pair.
+pub(crate) struct SmState {
+    catalog: Catalog,
+    last_applied: Option<LogId>,
+    last_membership: StoredMembership,
+}
+
+/// State shared by the state machine (the only writer), the handle and the RPC router.
+pub(crate) struct Shared {
+    /// Held only for short synchronous sections, never across an `.await`.
+    state: RwLock<SmState>,
+    watches: TableWatches,
+    /// When a leader last reached this node (append or snapshot RPC).
+    last_leader_contact: Mutex<Option<Instant>>,
+    /// The last committed index this node persisted.
+    committed_index: Mutex<Option<u64>>,
+}
+
+impl Shared {
+    fn new(state: SmState) -> Arc<Self> {
+        let watches = TableWatches::new(state.catalog.indexes());
+        Arc::new(Shared {
+            state: RwLock::new(state),
+            watches,
+            last_leader_contact: Mutex::new(None),
+            committed_index: Mutex::new(None),
+        })
+    }
+}
+
+/// JSON encoding for everything stored or sent.
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(value)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(bytes)
+}

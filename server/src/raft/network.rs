@@ -1,0 +1,250 @@
+//! Outbound RPCs to other servers over HTTP: openraft's `RaftNetwork` plus the forwarded
+//! write and read-index calls.
+//!
+//! Invariants: one `reqwest::Client` per server, shared by every connection (`.no_proxy()`,
+//! plain HTTP, TLS provider passed explicitly so nothing depends on a process-wide default);
+//! every request carries the timeout openraft gives (`RPCOption::hard_ttl`) or the caller's
+//! remaining budget; connect failures map to `Unreachable` (openraft backs off), other
+//! transport failures to `Network`, and errors the remote Raft reports come back as
+//! `RemoteError`. Bodies are versioned envelopes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{NodeId, ServerNode, TypeConfig};
+
+/// Version of the RPC envelopes this build speaks.
+pub(crate) const RPC_VERSION: u32 = 1;
+/// Largest RPC body the router accepts.
+pub(crate) const MAX_RPC_BODY: usize = 32 * 1024 * 1024;
+/// Append requests larger than this are split (openraft retries with fewer entries).
+const SPLIT_APPEND_ABOVE: usize = 8 * 1024 * 1024;
+
+pub(crate) const PATH_APPEND: &str = "/raft/v1/append";
+pub(crate) const PATH_VOTE: &str = "/raft/v1/vote";
+pub(crate) const PATH_SNAPSHOT: &str = "/raft/v1/snapshot";
+pub(crate) const PATH_WRITE: &str = "/rpc/v1/write";
+pub(crate) const PATH_READ_INDEX: &str = "/rpc/v1/read-index";
+
+/// Request envelope.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Envelope<T> {
+    pub(crate) v: u32,
+    pub(crate) body: T,
+}
+
+/// Reply envelope.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct Reply<T> {
+    pub(crate) v: u32,
+    pub(crate) result: T,
+}
+
+/// A failed HTTP exchange.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PostError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: reqwest::Error,
+    },
+    #[error("request to {addr} failed: {source}")]
+    Transport {
+        addr: String,
+        source: reqwest::Error,
+    },
+    #[error("{addr} answered HTTP {status}: {body}")]
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
+    #[error("cannot encode or decode an RPC to {addr}: {source}")]
+    Codec {
+        addr: String,
+        source: serde_json::Error,
+    },
+}
+
+/// The shared HTTP client for server-to-server calls.
+pub(crate) fn http_client() -> Result<reqwest::Client, String> {
+    // Raft RPC is plain HTTP, but reqwest needs a TLS backend to build; hand it one with an
+    // explicit provider instead of relying on a process-wide default (which would panic).
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .tcp_nodelay(true)
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+/// Encodes a request body.
+pub(crate) fn encode_request<T: Serialize>(addr: &str, body: &T) -> Result<Vec<u8>, PostError> {
+    serde_json::to_vec(&Envelope {
+        v: RPC_VERSION,
+        body,
+    })
+    .map_err(|source| PostError::Codec {
+        addr: addr.to_string(),
+        source,
+    })
+}
+
+/// POSTs an encoded envelope to `http://{addr}{path}` and decodes the reply's result.
+pub(crate) async fn post<T: DeserializeOwned>(
+    client: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    body: Vec<u8>,
+    timeout: Duration,
+) -> Result<T, PostError> {
+    let resp = client
+        .post(format!("http://{addr}{path}"))
+        .timeout(timeout)
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(body)
+        .send()
+        .await
+        .map_err(|source| {
+            if source.is_connect() {
+                PostError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                }
+            } else {
+                PostError::Transport {
+                    addr: addr.to_string(),
+                    source,
+                }
+            }
+        })?;
+    let status = resp.status();
+    let bytes = resp.bytes().await.map_err(|source| PostError::Transport {
+        addr: addr.to_string(),
+        source,
+    })?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned();
+        return Err(PostError::Status {
+            addr: addr.to_string(),
+            status: status.as_u16(),
+            body: text,
+        });
+    }
+    let reply: Reply<T> = serde_json::from_slice(&bytes).map_err(|source| PostError::Codec {
+        addr: addr.to_string(),
+        source,
+    })?;
+    Ok(reply.result)
+}
+
+/// openraft's connection factory.
+pub(crate) struct Network {
+    pub(crate) client: reqwest::Client,
+}
+
+/// A connection to one peer (just its address; the client pools sockets).
+pub(crate) struct Connection {
+    client: reqwest::Client,
+    target: NodeId,
+    addr: String,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Connection;
+
+    async fn new_client(&mut self, target: NodeId, node: &ServerNode) -> Connection {
+        Connection {
+            client: self.client.clone(),
+            target,
+            addr: node.rpc_addr.clone(),
+        }
+    }
+}
+
+impl Connection {
+    async fn call<Resp, E>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, ServerNode, E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let result: Result<Resp, E> = post(&self.client, &self.addr, path, body, option.hard_ttl())
+            .await
+            .map_err(|e| match &e {
+                PostError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn encode<T: Serialize, E: std::error::Error>(
+        &self,
+        body: &T,
+    ) -> Result<Vec<u8>, RPCError<NodeId, ServerNode, E>> {
+        encode_request(&self.addr, body).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Connection {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>>
+    {
+        let entries = rpc.entries.len() as u64;
+        let body = self.encode(&rpc)?;
+        if body.len() > SPLIT_APPEND_ABOVE && entries > 1 {
+            // Let openraft resend in smaller pieces rather than exceed the peer's body limit.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(entries / 2),
+            ));
+        }
+        self.call(PATH_APPEND, body, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, ServerNode, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        let body = self.encode(&rpc)?;
+        self.call(PATH_SNAPSHOT, body, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>> {
+        let body = self.encode(&rpc)?;
+        self.call(PATH_VOTE, body, &option).await
+    }
+}

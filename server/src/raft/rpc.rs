@@ -1,0 +1,189 @@
+//! The inbound RPC router served on the server port: Raft's append/vote/snapshot, writes
+//! forwarded by followers, and the read-index call behind follower `?consistent` reads.
+//!
+//! Invariants: bodies are bounded ([`MAX_RPC_BODY`]); envelopes from a newer RPC version are
+//! refused with 400 rather than misread; a forwarded write is only ever applied locally (never
+//! forwarded again), so forwarding cannot loop; contact from a leader (an append or snapshot
+//! that did not carry a stale vote) is recorded for `X-Consul-LastContact`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::TypeConfig;
+use super::network::{
+    Envelope, MAX_RPC_BODY, PATH_APPEND, PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE,
+    RPC_VERSION, Reply,
+};
+use super::server::{Inner, WriteOutcome};
+use crate::catalog::command::{Command, ValidationError};
+use crate::error::ServerError;
+
+/// A write forwarded from a follower.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ForwardWrite {
+    pub(crate) command: Command,
+}
+
+/// Why the leader could not take a forwarded request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) enum ForwardError {
+    NotLeader { leader: Option<String> },
+    NoLeader,
+    Validation(String),
+    ShuttingDown,
+    Timeout,
+    Internal(String),
+}
+
+impl ForwardError {
+    /// Worth retrying against the (possibly new) leader.
+    pub(crate) fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ForwardError::NotLeader { .. } | ForwardError::NoLeader | ForwardError::ShuttingDown
+        )
+    }
+
+    pub(crate) fn into_server_error(self) -> ServerError {
+        match self {
+            ForwardError::NotLeader { leader } => ServerError::NotLeader { leader },
+            ForwardError::NoLeader => ServerError::NoLeader,
+            ForwardError::Validation(m) => ServerError::Validation(ValidationError::Remote(m)),
+            ForwardError::ShuttingDown => ServerError::ShuttingDown,
+            ForwardError::Timeout => ServerError::Timeout,
+            ForwardError::Internal(m) => ServerError::Rpc(m),
+        }
+    }
+}
+
+impl From<ServerError> for ForwardError {
+    fn from(e: ServerError) -> Self {
+        match e {
+            ServerError::Validation(v) => ForwardError::Validation(v.to_string()),
+            ServerError::NotLeader { leader } => ForwardError::NotLeader { leader },
+            ServerError::NoLeader => ForwardError::NoLeader,
+            ServerError::ShuttingDown => ForwardError::ShuttingDown,
+            ServerError::Timeout => ForwardError::Timeout,
+            other => ForwardError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// Reply to a forwarded write.
+pub(crate) type ForwardWriteReply = Result<WriteOutcome, ForwardError>;
+/// Reply to a read-index request: the index a linearizable read must wait for.
+pub(crate) type ReadIndexReply = Result<u64, ForwardError>;
+
+/// Builds the router over the server's internals.
+pub(crate) fn router(inner: Arc<Inner>) -> Router {
+    Router::new()
+        .route(PATH_APPEND, post(append))
+        .route(PATH_VOTE, post(vote))
+        .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_WRITE, post(write))
+        .route(PATH_READ_INDEX, post(read_index))
+        .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
+        .with_state(inner)
+}
+
+/// Reads a versioned envelope; a bad or newer envelope becomes a 400 with a plain-text reason.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        v: u32,
+    }
+    match serde_json::from_slice::<Envelope<T>>(bytes) {
+        Ok(env) if (1..=RPC_VERSION).contains(&env.v) => Ok(env.body),
+        Ok(env) => Err(bad_request(format!(
+            "unsupported RPC version {} (this server speaks {RPC_VERSION})",
+            env.v
+        ))),
+        Err(e) => match serde_json::from_slice::<VersionOnly>(bytes) {
+            Ok(v) if v.v > RPC_VERSION => Err(bad_request(format!(
+                "unsupported RPC version {} (this server speaks {RPC_VERSION})",
+                v.v
+            ))),
+            _ => Err(bad_request(format!("malformed RPC body: {e}"))),
+        },
+    }
+}
+
+fn bad_request(msg: String) -> Response {
+    (StatusCode::BAD_REQUEST, msg).into_response()
+}
+
+fn reply<T: Serialize>(result: T) -> Response {
+    match serde_json::to_vec(&Reply {
+        v: RPC_VERSION,
+        result,
+    }) {
+        Ok(body) => (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn append(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let req: AppendEntriesRequest<TypeConfig> = match parse(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let res = inner.raft().append_entries(req).await;
+    if let Ok(r) = &res
+        && !matches!(r, AppendEntriesResponse::HigherVote(_))
+    {
+        inner.touch_leader_contact();
+    }
+    reply(res)
+}
+
+async fn vote(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    match parse(&body) {
+        Ok(req) => reply(inner.raft().vote(req).await),
+        Err(resp) => resp,
+    }
+}
+
+async fn snapshot(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let req: InstallSnapshotRequest<TypeConfig> = match parse(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let res = inner.raft().install_snapshot(req).await;
+    if res.is_ok() {
+        inner.touch_leader_contact();
+    }
+    reply(res)
+}
+
+async fn write(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let req: ForwardWrite = match parse(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let result: ForwardWriteReply = inner
+        .write_forwarded(req.command)
+        .await
+        .map_err(ForwardError::from);
+    reply(result)
+}
+
+async fn read_index(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    if let Err(resp) = parse::<()>(&body) {
+        return resp;
+    }
+    let result: ReadIndexReply = inner.leader_read_index().await.map_err(ForwardError::from);
+    reply(result)
+}
