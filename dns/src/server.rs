@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - one OS thread per UDP socket (SO_REUSEPORT fan-out, one per core) runs a blocking
-//!   receive loop with a reused buffer and answers in place: parse the header and single
+//!   receive loop (the `udp` module: batches of datagrams in, batches of answers out, one
+//!   system call each) with reused buffers and answers in place: parse the header and single
 //!   question minimally, answer zone names from the prepared [`Zone`], serve fresh cache
 //!   hits for other names; nothing is allocated in steady state and no task is spawned;
 //! - everything else (cache misses, unusual or malformed messages) goes to the general
@@ -19,7 +20,6 @@
 //! UDP does not go through hickory-server: its task per datagram and full message decode
 //! and encode cannot meet the CPU budget that the fast path meets.
 
-use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -50,6 +50,7 @@ use crate::wire::{
 use crate::zone::{Zone, ip_from_arpa};
 
 mod tcp;
+mod udp;
 
 /// Most TCP queries answered at once. hickory-server answers one query at a time per
 /// connection, so this is also the most connections being served; a query beyond it gets
@@ -268,7 +269,9 @@ impl DnsServer {
             );
             let thread = std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || udp_loop(&inner, Arc::new(socket), i, &rt, &tracker, &shutdown))?;
+                .spawn(move || {
+                    udp::udp_loop(&inner, Arc::new(socket), i, &rt, &tracker, &shutdown);
+                })?;
             threads.push(thread);
         }
         if let Some(published) = self.inner.view.subscribe() {
@@ -744,51 +747,6 @@ async fn reindex_on_publish(
         let inner = inner.clone();
         // The guard is dropped on the blocking thread; only the rebuild matters here.
         let _ = tokio::task::spawn_blocking(move || drop(inner.prepared())).await;
-    }
-}
-
-/// One UDP socket's receive loop (runs on its own thread).
-fn udp_loop(
-    inner: &Arc<Inner>,
-    socket: Arc<UdpSocket>,
-    index: usize,
-    rt: &Handle,
-    tracker: &TaskTracker,
-    shutdown: &CancellationToken,
-) {
-    let mut buf = vec![0u8; 65_535];
-    let mut ctx = FastCtx::new(index);
-    let mut last_error_log: Option<Instant> = None;
-    while !shutdown.is_cancelled() {
-        let (n, peer) = match socket.recv_from(&mut buf) {
-            Ok(got) => got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) =>
-            {
-                continue;
-            }
-            Err(e) => {
-                // ICMP errors from earlier sends surface here on some systems; log at most
-                // once a second and go on.
-                if last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-                    tracing::debug!(error = %e, "DNS UDP receive error");
-                    last_error_log = Some(Instant::now());
-                }
-                continue;
-            }
-        };
-        match inner.fast_path(&buf[..n], Transport::Udp, &mut ctx) {
-            Fast::Reply => {
-                let _ = socket.send_to(&ctx.out, peer);
-            }
-            Fast::General => inner.spawn_general(&buf[..n], peer, &socket, rt, tracker),
-            Fast::Drop => {}
-        }
     }
 }
 

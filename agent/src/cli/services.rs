@@ -86,6 +86,15 @@ pub fn check_to_api_json(c: &CheckDefinition) -> Value {
         CheckKind::Tcp { address } => v["TCP"] = json!(address),
         CheckKind::Script { args } => v["Args"] = json!(args),
         CheckKind::Ttl { ttl } => v["TTL"] = json!(format_duration(*ttl)),
+        // Sent as written, so the agent registers the same always-critical check.
+        CheckKind::Unsupported { targets, args, .. } => {
+            for (field, target) in targets {
+                v[field.as_str()] = json!(target);
+            }
+            if !args.is_empty() {
+                v["Args"] = json!(args);
+            }
+        }
     }
     if let Some(interval) = c.interval {
         v["Interval"] = json!(format_duration(interval));

@@ -111,18 +111,36 @@ pub enum CheckKind {
         #[serde(with = "crate::duration::serde_go")]
         ttl: Duration,
     },
+    /// A type Consul has and muster cannot run yet (`udp`, `grpc`, `h2ping`, `alias`,
+    /// `docker`, `os_service`). Such a check is registered always critical and never run, so
+    /// its service can never look healthy because of a check nobody runs.
+    Unsupported {
+        /// Consul's type name, as in the API's `Type`.
+        check_type: String,
+        /// What it names, by Consul's `Definition` field (`GRPC`, `AliasService`, ...).
+        targets: BTreeMap<String, String>,
+        /// The command of a Docker check.
+        args: Vec<String>,
+    },
 }
 
 impl CheckKind {
-    /// Consul's name for the type (`http`, `tcp`, `script`, `ttl`), as in the API's `Type`.
-    pub fn type_name(&self) -> &'static str {
+    /// Consul's name for the type (`http`, `tcp`, `script`, `ttl`, or the unsupported
+    /// type's), as in the API's `Type`.
+    pub fn type_name(&self) -> &str {
         match self {
             CheckKind::Http { .. } => "http",
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Script { .. } => "script",
             CheckKind::Ttl { .. } => "ttl",
+            CheckKind::Unsupported { check_type, .. } => check_type,
         }
     }
+}
+
+/// The output of a check muster cannot run: it says why the check is critical.
+pub fn unsupported_check_output(check_type: &str) -> String {
+    format!("muster does not support {check_type} checks yet; this check is always critical")
 }
 
 /// A health check definition, fully defaulted.
@@ -178,6 +196,11 @@ impl CheckDefinition {
     /// True for a script check (which needs permission).
     pub fn is_script(&self) -> bool {
         matches!(self.kind, CheckKind::Script { .. })
+    }
+
+    /// True for a check type muster cannot run (registered always critical, never run).
+    pub fn is_unsupported(&self) -> bool {
+        matches!(self.kind, CheckKind::Unsupported { .. })
     }
 
     /// The output cap for this check, given the agent-wide `check_output_max_size`.
@@ -324,6 +347,13 @@ struct RawCheck {
     disable_redirects: Option<bool>,
     output_max_size: Option<i64>,
     tcp: Option<String>,
+    udp: Option<String>,
+    grpc: Option<String>,
+    h2ping: Option<String>,
+    alias_node: Option<String>,
+    alias_service: Option<String>,
+    docker_container_id: Option<String>,
+    os_service: Option<String>,
     #[serde(with = "crate::duration::serde_go::option")]
     interval: Option<Duration>,
     tls_server_name: Option<String>,
@@ -416,6 +446,18 @@ pub(crate) fn decode_check(
     let http = non_empty(raw.http);
     let tcp = non_empty(raw.tcp);
     let args = raw.args.filter(|a| !a.is_empty());
+    let unsupported = unsupported_type(
+        [
+            ("udp", "UDP", raw.udp),
+            ("grpc", "GRPC", raw.grpc),
+            ("h2ping", "H2PING", raw.h2ping),
+            ("alias", "AliasNode", raw.alias_node),
+            ("alias", "AliasService", raw.alias_service),
+            ("docker", "DockerContainerID", raw.docker_container_id),
+            ("os_service", "OSService", raw.os_service),
+        ],
+        args.is_some(),
+    )?;
     let mut present: Vec<&str> = Vec::new();
     if ttl.is_some() {
         present.push("ttl");
@@ -426,8 +468,13 @@ pub(crate) fn decode_check(
     if tcp.is_some() {
         present.push("tcp");
     }
-    if args.is_some() {
+    // A Docker check's `args` are its command, not a script check of their own.
+    let docker = unsupported.as_ref().is_some_and(|(t, _)| t == "docker");
+    if args.is_some() && !docker {
         present.push("args");
+    }
+    if let Some((check_type, _)) = &unsupported {
+        present.push(check_type);
     }
     match present.len() {
         0 => return Err(invalid("", MUST_PROVIDE)),
@@ -446,7 +493,12 @@ pub(crate) fn decode_check(
     if ttl.is_some() && interval.is_some() {
         return Err(invalid("", "Interval and TTL cannot both be specified"));
     }
-    if ttl.is_none() && interval.is_none() {
+    // Consul's alias checks follow another check's status: no interval of their own.
+    let alias = unsupported.as_ref().is_some_and(|(t, _)| t == "alias");
+    if alias && interval.is_some() {
+        return Err(invalid("", "Interval cannot be set for Alias checks"));
+    }
+    if ttl.is_none() && interval.is_none() && !alias {
         return Err(invalid("", MUST_PROVIDE));
     }
 
@@ -527,7 +579,13 @@ pub(crate) fn decode_check(
         Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
     };
 
-    let kind = if let Some(ttl) = ttl {
+    let kind = if let Some((check_type, targets)) = unsupported {
+        CheckKind::Unsupported {
+            check_type,
+            targets,
+            args: args.unwrap_or_default(),
+        }
+    } else if let Some(ttl) = ttl {
         CheckKind::Ttl { ttl }
     } else if let Some(url) = http {
         CheckKind::Http {
@@ -548,6 +606,7 @@ pub(crate) fn decode_check(
     };
     let timeout = match (&kind, raw.timeout.filter(|d| !d.is_zero())) {
         (CheckKind::Ttl { .. }, _) => Duration::ZERO,
+        (CheckKind::Unsupported { .. }, _) if alias => Duration::ZERO,
         (_, Some(t)) => t,
         (CheckKind::Script { .. }, None) => DEFAULT_SCRIPT_TIMEOUT,
         (_, None) => DEFAULT_CHECK_TIMEOUT,
@@ -569,6 +628,52 @@ pub(crate) fn decode_check(
         deregister_critical_service_after: deregister,
         output_max_size,
     })
+}
+
+/// An unsupported check type (Consul's name) and its targets by Consul's `Definition` field.
+type UnsupportedType = (String, BTreeMap<String, String>);
+
+/// The unsupported check type a definition asks for, with its non-empty targets by Consul's
+/// `Definition` field name; `None` for none. Two different types are an error (a check has
+/// one type); `alias_node` with `alias_service` is one alias check. A Docker check needs its
+/// command in `args`, as in Consul.
+fn unsupported_type(
+    fields: [(&'static str, &'static str, Option<String>); 7],
+    has_args: bool,
+) -> Result<Option<UnsupportedType>, Problem> {
+    let mut found: Option<UnsupportedType> = None;
+    for (check_type, field, value) in fields {
+        let Some(value) = non_empty(value) else {
+            continue;
+        };
+        match &mut found {
+            Some((t, targets)) if t == check_type => {
+                targets.insert(field.to_owned(), value);
+            }
+            Some((t, _)) => {
+                return Err(invalid(
+                    "",
+                    format!(
+                        "{MUST_PROVIDE} (this check sets {t} and {check_type}; a check has \
+                         exactly one type)"
+                    ),
+                ));
+            }
+            None => {
+                found = Some((
+                    check_type.to_owned(),
+                    BTreeMap::from([(field.to_owned(), value)]),
+                ));
+            }
+        }
+    }
+    if found.as_ref().is_some_and(|(t, _)| t == "docker") && !has_args {
+        return Err(invalid(
+            "",
+            "a Docker check (docker_container_id) needs args: the command to run in the container",
+        ));
+    }
+    Ok(found)
 }
 
 /// Consul's metadata limits (`structs.ValidateMetadata`).
@@ -948,11 +1053,21 @@ mod tests {
             CheckDefinition::from_api_json(&json!({"Name": "x", "Interval": "10 s", "TCP": "a:1"}))
                 .unwrap_err();
         assert!(err.is_malformed(), "{err}");
-        let err =
+        // A check type muster cannot run is accepted (and registered always critical).
+        let def =
             CheckDefinition::from_api_json(&json!({"Name": "x", "GRPC": "a:1", "Interval": "1s"}))
-                .unwrap_err();
+                .unwrap();
+        assert_eq!(def.kind.type_name(), "grpc");
+        let err = CheckDefinition::from_api_json(
+            &json!({"Name": "x", "Script": "/bin/true", "Interval": "1s"}),
+        )
+        .unwrap_err();
         assert!(err.is_unsupported());
-        assert_eq!(err.to_string(), "GRPC: gRPC checks are not supported yet");
+        assert!(
+            err.to_string()
+                .starts_with("Script: the 'script' field was removed"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -42,7 +42,7 @@ use serde_json::{Map, Value};
 pub use definition::{
     CheckDefinition, CheckKind, DEFAULT_CHECK_TIMEOUT, DEFAULT_SCRIPT_TIMEOUT, HealthStatus,
     MIN_CHECK_INTERVAL, MIN_DEREGISTER_AFTER, ScriptCheckPolicy, ServiceAddress, ServiceDefinition,
-    Weights,
+    Weights, unsupported_check_output,
 };
 pub use error::{ConfigError, DecodeError};
 pub use flags::{AgentArgs, AgentFlags, normalize_args};
@@ -145,7 +145,11 @@ pub fn load_with_hostname(args: &AgentArgs, hostname: &str) -> Result<LoadedConf
                     outcome: FileOutcome::Empty,
                 }),
                 Some(value) => {
+                    let gossip_keys = gossip_keys_set(&value);
                     let normalized = normalize_source(&file.name, value, &mut warnings)?;
+                    for key in gossip_keys {
+                        warnings.push(gossip_pending_warning(&file.name, key));
+                    }
                     add(&file.name, normalized);
                     files.push(FileEvent {
                         path,
@@ -159,6 +163,9 @@ pub fn load_with_hostname(args: &AgentArgs, hostname: &str) -> Result<LoadedConf
         &flags_name,
         normalize_source(&flags_name, flag_values, &mut warnings)?,
     );
+    for flag in args.gossip_flags() {
+        warnings.push(gossip_pending_warning(FLAGS_SOURCE, flag));
+    }
 
     let runtime = runtime::build(&tree, &origins, dev, hostname, &mut warnings)?;
     Ok(LoadedConfig {
@@ -167,6 +174,52 @@ pub fn load_with_hostname(args: &AgentArgs, hostname: &str) -> Result<LoadedConf
         files,
         effective: Value::Object(tree),
     })
+}
+
+/// The top-level keys that only matter to gossip (LAN membership), with `start_join` (which
+/// normalization turns into `retry_join`, so it is looked for before that).
+const GOSSIP_KEYS: &[&str] = &[
+    "encrypt",
+    "encrypt_verify_incoming",
+    "encrypt_verify_outgoing",
+    "retry_join",
+    "start_join",
+    "retry_interval",
+    "retry_max",
+    "rejoin_after_leave",
+];
+
+/// The gossip keys one source sets (any spelling the schema accepts), by canonical name, in
+/// [`GOSSIP_KEYS`] order. A `null` is "not set", as everywhere in the config.
+fn gossip_keys_set(source: &Value) -> Vec<&'static str> {
+    let Some(map) = source.as_object() else {
+        return Vec::new();
+    };
+    let canonical = |key: &str| -> Option<&'static str> {
+        if key.eq_ignore_ascii_case("start_join") {
+            return Some("start_join");
+        }
+        CONFIG.lookup(key).map(|(field, _)| field.name)
+    };
+    let set: Vec<&'static str> = map
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .filter_map(|(k, _)| canonical(k))
+        .collect();
+    GOSSIP_KEYS
+        .iter()
+        .copied()
+        .filter(|k| set.contains(k))
+        .collect()
+}
+
+/// The warning for a gossip key or flag: it is validated as Consul validates it, but nothing
+/// uses it yet, and the operator must not believe the node joined anything or encrypts.
+fn gossip_pending_warning(source: &str, key: &str) -> String {
+    format!(
+        "{source}: {key} is accepted and validated, but gossip (LAN membership) is not \
+         implemented yet; this agent runs as a single-node cluster"
+    )
 }
 
 fn normalize_source(
@@ -503,6 +556,70 @@ mod tests {
         assert!(loaded.warnings.iter().any(|w| w.ends_with(
             "b.json: The 'start_join' field is deprecated. Use the 'retry_join' field instead."
         )));
+    }
+
+    #[test]
+    fn gossip_keys_and_flags_warn_that_gossip_is_not_implemented() {
+        const PENDING: &str = "is accepted and validated, but gossip (LAN membership) is not \
+                               implemented yet; this agent runs as a single-node cluster";
+        let dir = Dir::new();
+        let data = format!("-data-dir={}", dir.data_dir());
+        dir.write(
+            "c/a.json",
+            r#"{"Encrypt": "ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=",
+                "encrypt_verify_incoming": false, "encrypt_verify_outgoing": false,
+                "retry_join": ["10.0.0.1"], "retry_interval": "5s", "retry_max": 3,
+                "rejoin_after_leave": true, "recursors": ["8.8.8.8"]}"#,
+        );
+        dir.write(
+            "c/b.json",
+            r#"{"start_join": ["10.0.0.2"], "retry_max": null}"#,
+        );
+        dir.write("c/c.json", r#"{"node_name": "quiet"}"#);
+        let conf = format!("-config-dir={}", dir.path().join("c").display());
+        let key = "-encrypt=ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
+        let loaded =
+            load_args(&[&data, &conf, "-join=10.0.0.8", "-retry-join=10.0.0.9", key]).unwrap();
+        let pending: Vec<&String> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.ends_with(PENDING))
+            .collect();
+        let a = dir.path().join("c/a.json").display().to_string();
+        let b = dir.path().join("c/b.json").display().to_string();
+        let mut want: Vec<String> = [
+            "encrypt",
+            "encrypt_verify_incoming",
+            "encrypt_verify_outgoing",
+            "retry_join",
+            "retry_interval",
+            "retry_max",
+            "rejoin_after_leave",
+        ]
+        .iter()
+        .map(|k| format!("{a}: {k} {PENDING}"))
+        .collect();
+        // start_join is named as written (and keeps its deprecation warning); a null is unset.
+        want.push(format!("{b}: start_join {PENDING}"));
+        for flag in ["-join", "-retry-join", "-encrypt"] {
+            want.push(format!("{FLAGS_SOURCE}: {flag} {PENDING}"));
+        }
+        assert_eq!(pending, want.iter().collect::<Vec<_>>());
+        assert!(loaded.warnings.iter().any(|w| w.ends_with(
+            "b.json: The 'start_join' field is deprecated. Use the 'retry_join' field instead."
+        )));
+        // Still validated and kept, for the release that gossips.
+        let rt = loaded.runtime;
+        assert_eq!(
+            rt.gossip.retry_join,
+            ["10.0.0.8", "10.0.0.9", "10.0.0.1", "10.0.0.2"]
+        );
+        assert!(rt.gossip.encrypt_key.is_some());
+        let err = load_args(&[&data, "-encrypt=%%%"]).unwrap_err();
+        assert_eq!(err.key(), Some("encrypt"));
+        // No gossip key, no warning.
+        let quiet = load_files(&[("a.json", r#"{"node_name": "n"}"#)]).unwrap();
+        assert!(!quiet.warnings.iter().any(|w| w.contains("gossip")));
     }
 
     #[test]
@@ -1271,6 +1388,75 @@ mod tests {
     }
 
     #[test]
+    fn unsupported_check_types_load_with_a_warning_naming_file_and_key() {
+        let loaded = load_files(&[(
+            "svc.json",
+            r#"{"service": {"name": "web", "checks": [
+                  {"id": "u", "udp": "127.0.0.1:53", "interval": "10s"},
+                  {"id": "g", "grpc": "127.0.0.1:9000", "grpc_use_tls": true, "interval": "10s"},
+                  {"id": "h", "h2ping": "127.0.0.1:443", "h2ping_use_tls": false, "interval": "10s"},
+                  {"id": "a", "alias_service": "db", "alias_node": "n2"},
+                  {"id": "d", "docker_container_id": "f972c95ebf0e", "shell": "/bin/sh",
+                   "args": ["/bin/true"], "interval": "10s"},
+                  {"id": "o", "os_service": "sshd", "interval": "10s"},
+                  {"id": "t", "tcp": "127.0.0.1:80", "interval": "10s"}]},
+                "check": {"name": "standalone", "grpc": "127.0.0.1:9001", "interval": "5s"}}"#,
+        )])
+        .unwrap();
+        let rt = loaded.runtime;
+        let kinds: Vec<(&str, &str, bool)> = rt.services[0]
+            .checks
+            .iter()
+            .map(|c| (c.id.as_str(), c.kind.type_name(), c.is_unsupported()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("u", "udp", true),
+                ("g", "grpc", true),
+                ("h", "h2ping", true),
+                ("a", "alias", true),
+                ("d", "docker", true),
+                ("o", "os_service", true),
+                ("t", "tcp", false),
+            ]
+        );
+        assert!(
+            !rt.services[0].checks[4].is_script(),
+            "a Docker check is not run"
+        );
+        assert_eq!(rt.checks[0].kind.type_name(), "grpc");
+        let unsupported: Vec<&String> = loaded
+            .warnings
+            .iter()
+            .filter(|w| w.contains("muster does not support"))
+            .collect();
+        assert_eq!(unsupported.len(), 8, "{unsupported:?}");
+        for (key, check_type) in [
+            ("service.checks[0].udp", "udp"),
+            ("service.checks[1].grpc", "grpc"),
+            ("service.checks[2].h2ping", "h2ping"),
+            ("service.checks[3].alias_node", "alias"),
+            ("service.checks[3].alias_service", "alias"),
+            ("service.checks[4].docker_container_id", "docker"),
+            ("service.checks[5].os_service", "os_service"),
+            ("check.grpc", "grpc"),
+        ] {
+            assert!(
+                unsupported
+                    .iter()
+                    .any(|w| w.starts_with(&format!("config key '{key}' in "))
+                        && w.contains("conf/svc.json: ")
+                        && w.ends_with(&format!(
+                            "muster does not support {check_type} checks yet; the check is \
+                         registered and always critical"
+                        ))),
+                "{key}: {unsupported:?}"
+            );
+        }
+    }
+
+    #[test]
     fn check_validation_in_files_names_the_key() {
         let cases: &[(&str, &str, &str)] = &[
             (
@@ -1294,14 +1480,29 @@ mod tests {
                 "Missing service name",
             ),
             (
-                r#"{"service": {"name": "a", "check": {"grpc": "a:1", "interval": "1s"}}}"#,
-                "service.check.grpc",
-                "gRPC checks are not supported yet",
+                r#"{"check": {"name": "c", "grpc": "a:1"}}"#,
+                "checks[0]",
+                "Must provide TTL or Script/DockerContainerID/HTTP/TCP and Interval",
             ),
             (
-                r#"{"check": {"name": "c", "docker_container_id": "x", "args": ["a"], "interval": "1s"}}"#,
-                "check.docker_container_id",
-                "Docker checks are not supported yet",
+                r#"{"check": {"name": "c", "grpc": "a:1", "udp": "a:2", "interval": "1s"}}"#,
+                "checks[0]",
+                "this check sets udp and grpc; a check has exactly one type",
+            ),
+            (
+                r#"{"check": {"name": "c", "h2ping": "a:1", "tcp": "a:2", "interval": "1s"}}"#,
+                "checks[0]",
+                "this check sets tcp and h2ping; a check has exactly one type",
+            ),
+            (
+                r#"{"check": {"name": "c", "alias_service": "web", "interval": "1s"}}"#,
+                "checks[0]",
+                "Interval cannot be set for Alias checks",
+            ),
+            (
+                r#"{"check": {"name": "c", "docker_container_id": "x", "interval": "1s"}}"#,
+                "checks[0]",
+                "a Docker check (docker_container_id) needs args",
             ),
             (
                 r#"{"check": {"name": "c", "script": "/bin/true", "interval": "1s"}}"#,
@@ -1422,6 +1623,37 @@ mod tests {
         };
         args.flags.dev = Some(dev);
         load_with_hostname(&args, HOST).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The README's one-node Galera command is what it says: the flag overrides the file's
+    /// `bootstrap_expect: 3`, and the gossip keys warn that gossip is not implemented.
+    #[test]
+    fn galera_node1_runs_alone_as_the_readme_says() {
+        let readme = fs::read_to_string(examples_root().join("README.md")).unwrap();
+        let command = "muster agent -config-dir=config-examples/galera/node1 -bootstrap-expect 1";
+        assert!(
+            readme.contains(command),
+            "config-examples/README.md: {command}"
+        );
+        assert!(readme.contains("Until cluster support lands, run `galera/node1` alone"));
+        let repo = examples_root().join("..");
+        let dir = format!(
+            "-config-dir={}",
+            repo.join("config-examples/galera/node1").display()
+        );
+        let loaded = load_args(&[&dir, "-bootstrap-expect", "1"]).unwrap();
+        // As in Consul, `bootstrap_expect: 1` is bootstrap mode: the server elects itself.
+        assert!(loaded.runtime.server.bootstrap);
+        assert_eq!(loaded.runtime.server.bootstrap_expect, 0);
+        for key in ["encrypt", "start_join"] {
+            assert!(
+                loaded.warnings.iter().any(|w| w.contains(&format!(
+                    "agent.json: {key} is accepted and validated, but gossip"
+                ))),
+                "{key}: {:?}",
+                loaded.warnings
+            );
+        }
     }
 
     /// Every directory under config-examples/ that holds config files loads, and every file

@@ -158,6 +158,15 @@ impl<'a> Walker<'a> {
                     self.quiet = was_quiet;
                     result?
                 }
+                Use::UnsupportedCheck(check_type) => {
+                    // An empty value does not make it that kind of check (API zero values).
+                    let asks = !is_empty_value(&val);
+                    let value = self.value(&field.kind, val, &shown)?;
+                    if asks {
+                        self.warn_unsupported_check(&shown, check_type);
+                    }
+                    value
+                }
                 Use::Implemented => self.value(&field.kind, val, &shown)?,
             };
             if let Some(v) = normalized {
@@ -176,6 +185,18 @@ impl<'a> Walker<'a> {
             Mode::Api => {
                 format!("field '{key}' is accepted for compatibility but not implemented; ignored")
             }
+        };
+        self.warnings.push(text);
+    }
+
+    fn warn_unsupported_check(&mut self, key: &str, check_type: &str) {
+        let what = format!(
+            "muster does not support {check_type} checks yet; the check is registered and \
+             always critical"
+        );
+        let text = match self.mode {
+            Mode::File => format!("config key '{key}' in {}: {what}", self.source),
+            Mode::Api => format!("field '{key}': {what}"),
         };
         self.warnings.push(text);
     }
@@ -661,20 +682,47 @@ mod tests {
     }
 
     #[test]
-    fn rejected_check_types_error_unless_empty() {
+    fn unsupported_check_types_warn_unless_empty_and_script_is_rejected() {
         let mut w = Vec::new();
         let mut walker = Walker::new(Mode::File, "f", &mut w);
-        let p = walker
-            .object(&CHECK, json!({"grpc": "x:1"}), "checks[0]")
-            .unwrap_err();
-        assert_eq!(p.kind, ProblemKind::Unsupported);
-        assert_eq!(p.path, "checks[0].grpc");
-        assert!(p.message.contains("not supported yet"));
+        let out = walker
+            .object(
+                &CHECK,
+                json!({"grpc": "x:1", "grpc_use_tls": true}),
+                "checks[0]",
+            )
+            .unwrap();
+        assert_eq!(out["grpc"], json!("x:1"));
         assert!(walker.object(&CHECK, json!({"GRPC": ""}), "").is_ok());
         let p = walker
             .object(&CHECK, json!({"script": "x"}), "")
             .unwrap_err();
+        assert_eq!(p.kind, ProblemKind::Unsupported);
         assert!(p.message.contains("use 'args'"));
+        let p = walker
+            .object(&CHECK, json!({"udp": 5}), "check")
+            .unwrap_err();
+        assert_eq!(p.path, "check.udp", "still type-checked");
+        assert_eq!(
+            w,
+            [
+                "config key 'checks[0].grpc' in f: muster does not support grpc checks yet; the \
+                 check is registered and always critical",
+                "config key 'checks[0].grpc_use_tls' in f is accepted for compatibility but not \
+                 implemented; ignored",
+            ]
+        );
+        let mut w = Vec::new();
+        Walker::new(Mode::Api, "request", &mut w)
+            .object(&CHECK, json!({"AliasService": "web", "H2PING": ""}), "")
+            .unwrap();
+        assert_eq!(
+            w,
+            [
+                "field 'AliasService': muster does not support alias checks yet; the check is \
+              registered and always critical"
+            ]
+        );
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //!
 //! Each key says what it holds ([`Kind`], which also decides how it merges: lists append,
 //! user-keyed maps replace, objects merge field by field) and what muster does with it
-//! ([`Use`]): implemented, accepted with a warning because muster does not implement it yet,
-//! or rejected with a clear error (check types muster cannot run). Keys missing here are
-//! unknown and fatal, as in Consul.
+//! ([`Use`]): implemented, accepted with a warning because muster does not implement it yet
+//! (check types muster cannot run are registered always critical), or rejected with a clear
+//! error (the removed `script` key). Keys missing here are unknown and fatal, as in Consul.
 //!
 //! Service and check blocks are `loose`: their keys also match with underscores ignored, so
 //! the HTTP API's CamelCase (`DeregisterCriticalServiceAfter`, `TLSSkipVerify`, `ServiceID`)
@@ -56,6 +56,9 @@ pub(crate) enum Use {
     NotImplemented,
     /// Parsed and rejected with this explanation (a non-empty value is an error).
     Rejected(&'static str),
+    /// A check type Consul has and muster cannot run yet (Consul's type name): accepted, and
+    /// a non-empty value warns with the file and key; the check is registered always critical.
+    UnsupportedCheck(&'static str),
 }
 
 /// One key of a struct.
@@ -142,6 +145,15 @@ const fn rejected(name: &'static str, kind: Kind, why: &'static str) -> Field {
         aliases: &[],
         kind,
         use_: Use::Rejected(why),
+    }
+}
+
+const fn unsupported_check(name: &'static str, check_type: &'static str) -> Field {
+    Field {
+        name,
+        aliases: &[],
+        kind: Str,
+        use_: Use::UnsupportedCheck(check_type),
     }
 }
 
@@ -459,25 +471,21 @@ pub(crate) static CHECK: Obj = Obj {
         used("output_max_size", Int),
         used("tcp", Str),
         ignored("tcp_use_tls", Bool),
-        rejected("udp", Str, "UDP checks are not supported yet"),
+        unsupported_check("udp", "udp"),
         used("interval", Dur),
-        rejected(
-            "docker_container_id",
-            Str,
-            "Docker checks are not supported yet",
-        ),
+        unsupported_check("docker_container_id", "docker"),
         ignored("shell", Str),
-        rejected("grpc", Str, "gRPC checks are not supported yet"),
+        unsupported_check("grpc", "grpc"),
         ignored("grpc_use_tls", Bool),
         used("tls_server_name", Str),
         used("tls_skip_verify", Bool),
-        rejected("alias_node", Str, "alias checks are not supported yet"),
-        rejected("alias_service", Str, "alias checks are not supported yet"),
+        unsupported_check("alias_node", "alias"),
+        unsupported_check("alias_service", "alias"),
         used("timeout", Dur),
         used("ttl", Dur),
-        rejected("h2ping", Str, "H2PING checks are not supported yet"),
+        unsupported_check("h2ping", "h2ping"),
         ignored("h2ping_use_tls", Bool),
-        rejected("os_service", Str, "OS service checks are not supported yet"),
+        unsupported_check("os_service", "os_service"),
         used("success_before_passing", Int),
         used("failures_before_warning", Int),
         used("failures_before_critical", Int),

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use super::error::ApiError;
 use super::query::{Query, ReadOptions};
-use super::read::{filter_rows, parse_filter};
+use super::read::{filter_pairs, parse_filter};
 use super::schema;
 use super::{Api, decode_json, empty_ok, endpoint, read_body};
 use crate::config::{CheckDefinition, RuntimeConfig, ServiceDefinition};
@@ -406,21 +406,6 @@ async fn services(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Respo
     let out: BTreeMap<&str, AgentService<'_>> =
         filter_pairs(rows, filter.as_ref(), &schema::AGENT_SERVICE)?;
     Ok(super::json(&out, q.pretty()))
-}
-
-/// Keeps the (key, row) pairs whose row the filter matches.
-fn filter_pairs<'k, T: Serialize>(
-    rows: impl Iterator<Item = (&'k str, T)>,
-    filter: Option<&super::filter::Filter>,
-    shape: &schema::Shape,
-) -> Result<BTreeMap<&'k str, T>, ApiError> {
-    let mut out = BTreeMap::new();
-    for (key, row) in rows {
-        if let Some(kept) = filter_rows([row], filter, shape)?.pop() {
-            out.insert(key, kept);
-        }
-    }
-    Ok(out)
 }
 
 /// `X-Consul-ContentHash` of an agent service: the first 16 hex digits of SHA-256 of its JSON.

@@ -20,7 +20,7 @@ use muster_server::{
 
 use super::error::ApiError;
 use super::query::{Query, ReadOptions};
-use super::read::{blocking_read, filter_rows, parse_filter, with_meta};
+use super::read::{blocking_read, filter_pairs, filter_rows, parse_filter, with_meta};
 use super::schema::{self, Shape};
 use super::{Api, decode_json, endpoint, json, read_body};
 
@@ -206,10 +206,11 @@ async fn node(
     let body = match read.value {
         None => None,
         Some(ns) => {
-            let services = filter_rows(ns.services, filter.as_ref(), &schema::NODE_SERVICE)?;
+            // `Services` is an object keyed by ID: the filter sees each NodeService value.
+            let services = filter_pairs(ns.services, filter.as_ref(), &schema::NODE_SERVICE)?;
             Some(NodeServices {
                 node: ns.node,
-                services: services.into_iter().collect(),
+                services,
             })
         }
     };

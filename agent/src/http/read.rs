@@ -7,6 +7,8 @@
 //! (no task or timer of its own), and the shutdown token ends the wait at once. The number of
 //! queries waiting at once is bounded; beyond it the answer is 429.
 
+use std::collections::BTreeMap;
+
 use muster_server::{Catalog, Index, ReadMeta, Table};
 use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
@@ -141,6 +143,22 @@ pub(crate) fn filter_rows<T: Serialize>(
             .map_err(|e| ApiError::bad(format!("Invalid filter expression: {e}")))?;
         if keep {
             out.push(row);
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps the `(key, row)` pairs whose row the filter matches: for endpoints that answer a JSON
+/// object keyed by ID, where Consul filters the values (never the keys).
+pub(crate) fn filter_pairs<K: Ord, T: Serialize>(
+    pairs: impl IntoIterator<Item = (K, T)>,
+    filter: Option<&Filter>,
+    shape: &Shape,
+) -> Result<BTreeMap<K, T>, ApiError> {
+    let mut out = BTreeMap::new();
+    for (key, row) in pairs {
+        if let Some(kept) = filter_rows([row], filter, shape)?.pop() {
+            out.insert(key, kept);
         }
     }
     Ok(out)

@@ -48,12 +48,13 @@ pub(crate) fn status_to_runner(s: HealthStatus) -> muster_checks::HealthStatus {
     }
 }
 
-/// The runner definition of a config check, starting at `initial` (status, output).
+/// The runner definition of a config check, starting at `initial` (status, output); `None`
+/// for a check type muster cannot run, which never reaches the runner.
 pub(crate) fn runner_definition(
     def: &CheckDefinition,
     settings: &CheckSettings,
     initial: (HealthStatus, String),
-) -> muster_checks::CheckDefinition {
+) -> Option<muster_checks::CheckDefinition> {
     let kind = match &def.kind {
         CheckKind::Http {
             url,
@@ -77,6 +78,7 @@ pub(crate) fn runner_definition(
         },
         CheckKind::Script { args } => muster_checks::CheckKind::Script { args: args.clone() },
         CheckKind::Ttl { ttl } => muster_checks::CheckKind::Ttl { ttl: *ttl },
+        CheckKind::Unsupported { .. } => return None,
     };
     let interval = match &def.kind {
         CheckKind::Ttl { ttl } => *ttl,
@@ -92,7 +94,7 @@ pub(crate) fn runner_definition(
     out.failures_before_warning = Some(def.failures_before_warning);
     out.failures_before_critical = def.failures_before_critical;
     out.output_max_size = def.output_limit(settings.output_max_size).max(1);
-    out
+    Some(out)
 }
 
 /// The catalog record of a service definition.
@@ -191,6 +193,21 @@ pub(crate) fn catalog_check(def: &CheckDefinition, ctx: &CheckContext<'_>) -> He
         CheckKind::Tcp { address } => definition.tcp = address.clone(),
         CheckKind::Script { args } => definition.script_args = args.clone(),
         CheckKind::Ttl { ttl } => definition.ttl = go(*ttl),
+        // Shown as Consul shows the definition, so clients see what was asked for.
+        CheckKind::Unsupported { targets, args, .. } => {
+            for (field, target) in targets {
+                match field.as_str() {
+                    "UDP" => definition.udp = target.clone(),
+                    "GRPC" => definition.grpc = target.clone(),
+                    _ => {
+                        definition
+                            .extra
+                            .insert(field.clone(), serde_json::Value::from(target.as_str()));
+                    }
+                }
+            }
+            definition.script_args = args.clone();
+        }
     }
     let interval = match def.kind {
         CheckKind::Ttl { .. } => String::new(),
@@ -285,7 +302,8 @@ mod tests {
         }))
         .unwrap();
         let def = &svc.checks[0];
-        let runner = runner_definition(def, &settings(), (HealthStatus::Critical, String::new()));
+        let runner = runner_definition(def, &settings(), (HealthStatus::Critical, String::new()))
+            .expect("a TCP check runs");
         assert_eq!(runner.id, "mysql");
         assert_eq!(runner.interval, Duration::from_secs(10));
         assert_eq!(runner.timeout, Duration::from_secs(1));
@@ -328,10 +346,43 @@ mod tests {
         assert_eq!(hc.interval, "");
         assert_eq!(hc.timeout, "");
         assert_eq!(hc.definition.ttl, "30s");
-        let runner = runner_definition(&def, &settings(), (HealthStatus::Passing, "ok".into()));
+        let runner = runner_definition(&def, &settings(), (HealthStatus::Passing, "ok".into()))
+            .expect("a TTL check runs");
         assert_eq!(runner.interval, Duration::from_secs(30));
         assert_eq!(runner.initial_status, muster_checks::HealthStatus::Passing);
         assert_eq!(runner.initial_output, "ok");
+    }
+
+    #[test]
+    fn unsupported_checks_never_reach_the_runner_and_show_their_definition() {
+        let def = CheckDefinition::from_api_json(&json!({
+            "Name": "g", "GRPC": "localhost:9000", "Interval": "5s"
+        }))
+        .unwrap();
+        assert!(def.is_unsupported());
+        assert!(
+            runner_definition(&def, &settings(), (HealthStatus::Critical, String::new())).is_none()
+        );
+        let ctx = CheckContext {
+            node: "n",
+            service: None,
+            status: HealthStatus::Critical,
+            output: "",
+        };
+        let hc = catalog_check(&def, &ctx);
+        assert_eq!(hc.check_type, "grpc");
+        assert_eq!(hc.definition.grpc, "localhost:9000");
+        assert_eq!(hc.interval, "5s");
+        let alias = CheckDefinition::from_api_json(&json!({
+            "Name": "a", "AliasService": "web", "AliasNode": "n2"
+        }))
+        .unwrap();
+        let hc = catalog_check(&alias, &ctx);
+        assert_eq!(hc.check_type, "alias");
+        assert_eq!(hc.interval, "");
+        assert_eq!(hc.timeout, "");
+        assert_eq!(hc.definition.extra["AliasService"], json!("web"));
+        assert_eq!(hc.definition.extra["AliasNode"], json!("n2"));
     }
 
     #[test]

@@ -128,6 +128,8 @@ pub enum LocalCheckKind {
     Ttl,
     /// A node or service maintenance check (always critical).
     Maintenance,
+    /// A check type muster cannot run yet (always critical, never run).
+    Unsupported,
 }
 
 /// A check this agent hosts, with its current status and output.
@@ -197,7 +199,8 @@ pub enum LocalError {
     /// No check with this ID (Consul's newer 404 text).
     #[error("Unknown check ID {0:?}. Ensure that the check ID is passed, not the check name.")]
     UnknownCheck(String),
-    /// A TTL update for a check that is not a TTL check (Consul's 500 text).
+    /// A TTL update for a check that is not a TTL check, or for no check at all (Consul's
+    /// 500 text, which clients match to re-register after an agent restart).
     #[error("CheckID {0:?} does not have associated TTL")]
     NotTtl(String),
     /// A check registered for a service that this agent does not have (Consul's 404 text).

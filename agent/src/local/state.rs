@@ -35,7 +35,10 @@ use super::{
     LocalCheckKind, LocalError, LocalOptions, LocalService, LocalView, NODE_MAINTENANCE_CHECK_ID,
     NodeInfo, Request, Source, service_maintenance_check_id,
 };
-use crate::config::{CheckDefinition, CheckKind, CheckSettings, RuntimeConfig, ServiceDefinition};
+use crate::config::{
+    CheckDefinition, CheckKind, CheckSettings, RuntimeConfig, ServiceDefinition,
+    unsupported_check_output,
+};
 use crate::node::NodeIdentity;
 
 /// Runner updates waiting for the owner; the runner coalesces per check when it is full.
@@ -358,7 +361,13 @@ impl Owner {
             .flat_map(|s| &s.checks)
             .chain(&cfg.checks);
         for def in defs {
-            runner_definition(def, settings, (HealthStatus::Critical, String::new()))
+            // A check muster cannot run has nothing the runner could refuse.
+            let Some(runner_def) =
+                runner_definition(def, settings, (HealthStatus::Critical, String::new()))
+            else {
+                continue;
+            };
+            runner_def
                 .normalized()
                 .map_err(|e| anyhow::anyhow!("check {:?} from the config files: {e}", def.id))?;
         }
@@ -539,9 +548,11 @@ impl Owner {
         defs: impl IntoIterator<Item = &'a CheckDefinition>,
     ) -> Result<(), LocalError> {
         for def in defs {
-            runner_definition(def, &self.settings, (HealthStatus::Critical, String::new()))
-                .normalized()
-                .map_err(check_error)?;
+            if let Some(runner_def) =
+                runner_definition(def, &self.settings, (HealthStatus::Critical, String::new()))
+            {
+                runner_def.normalized().map_err(check_error)?;
+            }
         }
         Ok(())
     }
@@ -699,7 +710,10 @@ impl Owner {
         let initial = carried
             .clone()
             .unwrap_or_else(|| (status_from_config(def.initial_status), String::new()));
-        let mut runner_def = runner_definition(&def, &self.settings, initial);
+        let Some(mut runner_def) = runner_definition(&def, &self.settings, initial) else {
+            self.add_unsupported_check(def, source).await;
+            return Ok(());
+        };
         let restored = if is_ttl(&def) {
             self.pending_ttl.remove(&id)
         } else {
@@ -756,6 +770,37 @@ impl Owner {
         Ok(())
     }
 
+    /// Adds or replaces a check muster cannot run: never handed to the runner (a runnable
+    /// check it replaces is taken off the runner), always critical, with an output that says
+    /// why, so its service never looks healthy on a check nobody runs.
+    async fn add_unsupported_check(&mut self, def: CheckDefinition, source: Source) {
+        let id = def.id.clone();
+        let was_running = self
+            .checks
+            .get(&id)
+            .is_some_and(|c| matches!(&c.spec, CheckSpec::Run(old) if !old.is_unsupported()));
+        if was_running && let Err(e) = self.runner.remove(&id).await {
+            tracing::debug!(check = %id, error = %e, "check runner did not remove the check");
+        }
+        let output = if self.settings.discard_output {
+            String::new()
+        } else {
+            unsupported_check_output(def.kind.type_name())
+        };
+        self.checks.insert(
+            id.clone(),
+            CheckEntry {
+                spec: CheckSpec::Run(Box::new(def)),
+                source,
+                status: HealthStatus::Critical,
+                output,
+                // Not a clock the reaper may act on: the check is not failing, it is not run.
+                critical_since: None,
+            },
+        );
+        self.refresh_check(&id);
+    }
+
     /// Removes a check and its files (TTL state included).
     async fn deregister_check(&mut self, id: &str) -> Result<(), LocalError> {
         if !self.checks.contains_key(id) {
@@ -772,7 +817,7 @@ impl Owner {
     /// Removes a check from memory and the runner (no persistence).
     async fn drop_check(&mut self, id: &str) {
         if let Some(entry) = self.checks.remove(id)
-            && matches!(entry.spec, CheckSpec::Run(_))
+            && matches!(&entry.spec, CheckSpec::Run(def) if !def.is_unsupported())
             && let Err(e) = self.runner.remove(id).await
         {
             tracing::debug!(check = %id, error = %e, "check runner did not remove the check");
@@ -782,17 +827,20 @@ impl Owner {
     }
 
     /// A TTL update: the runner restarts the TTL and caps the output; the new state is
-    /// persisted so a restart restores it.
+    /// persisted so a restart restores it. An unknown check is "not a TTL check", as in
+    /// Consul: clients (Spring Cloud Consul, go-kit) match that 500 text to re-register after
+    /// an agent restart.
     async fn update_ttl(
         &mut self,
         id: &str,
         status: HealthStatus,
         output: String,
     ) -> Result<(), LocalError> {
-        let Some(entry) = self.checks.get(id) else {
-            return Err(LocalError::UnknownCheck(id.to_owned()));
-        };
-        if !matches!(&entry.spec, CheckSpec::Run(def) if is_ttl(def)) {
+        let is_ttl_check = self
+            .checks
+            .get(id)
+            .is_some_and(|entry| matches!(&entry.spec, CheckSpec::Run(def) if is_ttl(def)));
+        if !is_ttl_check {
             return Err(LocalError::NotTtl(id.to_owned()));
         }
         let state = self
@@ -800,10 +848,8 @@ impl Owner {
             .ttl_update(id, status_to_runner(status), output)
             .await
             .map_err(|e| {
-                if e.is_not_ttl() {
+                if e.is_not_ttl() || e.is_unknown_check() {
                     LocalError::NotTtl(id.to_owned())
-                } else if e.is_unknown_check() {
-                    LocalError::UnknownCheck(id.to_owned())
                 } else {
                     check_error(e)
                 }
@@ -841,7 +887,7 @@ impl Owner {
         let runnable = self
             .checks
             .get(&update.id)
-            .is_some_and(|c| matches!(c.spec, CheckSpec::Run(_)));
+            .is_some_and(|c| matches!(&c.spec, CheckSpec::Run(def) if !def.is_unsupported()));
         if runnable {
             self.set_check_state(&update.id, status_from_runner(update.status), update.output);
         }
@@ -927,6 +973,10 @@ impl Owner {
             let CheckSpec::Run(def) = &check.spec else {
                 continue;
             };
+            // A check muster cannot run says nothing about its service's health.
+            if def.is_unsupported() {
+                continue;
+            }
             let (Some(after), Some(service), Some(since)) = (
                 def.deregister_critical_service_after,
                 def.service_id.as_ref(),
@@ -1001,6 +1051,8 @@ impl Owner {
                 };
                 let kind = if is_ttl(def) {
                     LocalCheckKind::Ttl
+                } else if def.is_unsupported() {
+                    LocalCheckKind::Unsupported
                 } else {
                     LocalCheckKind::Probe
                 };

@@ -760,11 +760,18 @@ pub fn banner(
                 port(cfg.ports.serf_wan)
             ),
         ),
+        // Nothing gossips yet, so nothing is encrypted: say so even when a key is set, and
+        // say why the key does nothing.
         line(
             "Encrypt",
             format!(
-                "Gossip: {}, TLS-Outgoing: false, TLS-Incoming: false, Auto-Encrypt-TLS: false",
-                cfg.gossip.encrypt_key.is_some()
+                "Gossip: false{}, TLS-Outgoing: false, TLS-Incoming: false, \
+                 Auto-Encrypt-TLS: false",
+                if cfg.gossip.encrypt_key.is_some() {
+                    " (key validated; gossip is not implemented yet)"
+                } else {
+                    ""
+                }
             ),
         ),
     ]
@@ -982,6 +989,18 @@ mod tests {
             lines
                 .iter()
                 .any(|l| l.starts_with("           Encrypt: Gossip: false,"))
+        );
+        // A gossip key is validated, but nothing gossips: the banner must not claim encryption.
+        let key = "-encrypt=ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
+        let cfg = load(&[&data, "-server", "-bootstrap", "-bind=127.0.0.1", key]);
+        let lines = banner(&cfg, &node, true, &addrs);
+        assert!(
+            lines.contains(
+                &"           Encrypt: Gossip: false (key validated; gossip is not implemented \
+                  yet), TLS-Outgoing: false, TLS-Incoming: false, Auto-Encrypt-TLS: false"
+                    .to_owned()
+            ),
+            "{lines:?}"
         );
     }
 

@@ -244,11 +244,31 @@ async fn checks_and_ttl_endpoints() {
         r.text().await.unwrap(),
         r#"CheckID "port" does not have associated TTL"#
     );
-    let r = agent.put("/v1/agent/check/pass/nope", None).await;
-    assert_eq!(r.status(), 404);
+    // An unknown check is "not a TTL check", a 500 that clients (Spring Cloud Consul,
+    // go-kit) match to re-register after an agent restart.
+    for path in [
+        "/v1/agent/check/pass/nope",
+        "/v1/agent/check/warn/nope",
+        "/v1/agent/check/fail/nope",
+    ] {
+        let r = agent.put(path, None).await;
+        assert_eq!(r.status(), 500, "{path}");
+        assert_eq!(
+            r.text().await.unwrap(),
+            r#"CheckID "nope" does not have associated TTL"#,
+            "{path}"
+        );
+    }
+    let r = agent
+        .put(
+            "/v1/agent/check/update/nope",
+            Some(json!({"Status": "passing"})),
+        )
+        .await;
+    assert_eq!(r.status(), 500);
     assert_eq!(
         r.text().await.unwrap(),
-        r#"Unknown check ID "nope". Ensure that the check ID is passed, not the check name."#
+        r#"CheckID "nope" does not have associated TTL"#
     );
     let r = agent
         .put(
@@ -269,6 +289,93 @@ async fn checks_and_ttl_endpoints() {
     let r = agent.put("/v1/agent/check/deregister/mem", None).await;
     assert_eq!(r.status(), 404);
     drop(listener);
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn unsupported_check_types_register_always_critical() {
+    let agent = TestAgent::start(Options::default()).await;
+    let output =
+        |t: &str| format!("muster does not support {t} checks yet; this check is always critical");
+    // Standalone, even when it asks to start passing.
+    agent
+        .put_ok(
+            "/v1/agent/check/register",
+            Some(json!({"ID": "g", "Name": "grpc", "GRPC": "127.0.0.1:9000",
+                        "GRPCUseTLS": true, "Interval": "10s", "Status": "passing"})),
+        )
+        .await;
+    // Embedded in a service: the service must never look healthy because of it.
+    agent
+        .put_ok(
+            "/v1/agent/service/register",
+            Some(json!({"Name": "web", "Port": 80, "Checks": [
+                {"CheckID": "web-alias", "AliasService": "db"},
+                {"CheckID": "web-udp", "UDP": "127.0.0.1:53", "Interval": "10s"}]})),
+        )
+        .await;
+    let checks = agent.get_json("/v1/agent/checks").await;
+    for (id, t) in [("g", "grpc"), ("web-alias", "alias"), ("web-udp", "udp")] {
+        assert_eq!(checks[id]["Status"], "critical", "{id}");
+        assert_eq!(checks[id]["Type"], t, "{id}");
+        assert_eq!(checks[id]["Output"], output(t).as_str(), "{id}");
+    }
+    assert_eq!(checks["g"]["Definition"]["GRPC"], "127.0.0.1:9000");
+    assert_eq!(checks["web-alias"]["Definition"]["AliasService"], "db");
+    let r = agent.get("/v1/agent/health/service/name/web").await;
+    assert_eq!(r.status(), 503);
+    // The catalog has them too, as registered.
+    let checks = wait_until(
+        "unsupported checks in the catalog",
+        Duration::from_secs(10),
+        || async {
+            let checks = agent.get_json("/v1/health/checks/web").await;
+            (checks.as_array().unwrap().len() == 2).then_some(checks)
+        },
+    )
+    .await;
+    for c in checks.as_array().unwrap() {
+        assert_eq!(c["Status"], "critical");
+        assert!(
+            c["Output"]
+                .as_str()
+                .unwrap()
+                .starts_with("muster does not support")
+        );
+    }
+    let node = agent.get_json(&format!("/v1/health/node/{NODE}")).await;
+    let g = node
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["CheckID"] == "g")
+        .expect("g in the catalog");
+    assert_eq!(g["Type"], "grpc");
+    // Not a TTL check: updates are refused as for any other non-TTL check.
+    let r = agent.put("/v1/agent/check/pass/g", None).await;
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        r.text().await.unwrap(),
+        r#"CheckID "g" does not have associated TTL"#
+    );
+    // Still validated: an alias check takes no interval.
+    let r = agent
+        .put(
+            "/v1/agent/check/register",
+            Some(json!({"Name": "a", "AliasNode": "n2", "Interval": "10s"})),
+        )
+        .await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "Interval cannot be set for Alias checks"
+    );
+    // Persisted like any API registration, and still never run after a restart.
+    let agent = agent.restart().await;
+    let checks = agent.get_json("/v1/agent/checks").await;
+    assert_eq!(checks["g"]["Status"], "critical");
+    assert_eq!(checks["g"]["Output"], output("grpc").as_str());
+    assert_eq!(checks["web-alias"]["Type"], "alias");
     agent.stop().await;
 }
 

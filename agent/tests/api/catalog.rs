@@ -80,6 +80,16 @@ async fn catalog_register_deregister_and_reads() {
     let node = agent.get_json("/v1/catalog/node/ext1").await;
     assert_eq!(node["Node"]["Node"], "ext1");
     assert_eq!(node["Services"]["redis1"]["Service"], "redis");
+    // `?filter` sees each NodeService (the object's values), never the (ID, service) pairs.
+    let kept = agent
+        .get_json("/v1/catalog/node/ext1?filter=Service%20%3D%3D%20%22redis%22")
+        .await;
+    assert_eq!(kept["Services"]["redis1"]["Port"], 6379);
+    let dropped = agent
+        .get_json("/v1/catalog/node/ext1?filter=Port%20%3D%3D%201")
+        .await;
+    assert_eq!(dropped["Node"]["Node"], "ext1");
+    assert_eq!(dropped["Services"], json!({}));
     assert_eq!(
         agent.get_json("/v1/catalog/node/missing").await,
         Value::Null
@@ -264,5 +274,36 @@ async fn client_agent_without_servers_answers_no_known_servers() {
         agent.get_json("/v1/agent/services").await["web"]["Service"],
         "web"
     );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn default_reads_without_a_leader_fail_at_once_stale_reads_answer() {
+    let agent = TestAgent::start(Options {
+        bootstrap: false,
+        ..Options::default()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    for path in [
+        "/v1/catalog/nodes",
+        "/v1/health/service/web",
+        // A blocking query does not wait on a replica that no leader updates.
+        "/v1/catalog/services?index=7&wait=30s",
+    ] {
+        let r = agent.get(path).await;
+        assert_eq!(r.status(), 500, "{path}");
+        assert_eq!(r.text().await.unwrap(), "No cluster leader", "{path}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once, took {:?}",
+        started.elapsed()
+    );
+    let r = agent.get("/v1/catalog/nodes?stale").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-consul-effective-consistency"], "stale");
+    assert_eq!(r.headers()["x-consul-knownleader"], "false");
+    assert_eq!(r.json::<Value>().await.unwrap(), json!([]));
     agent.stop().await;
 }

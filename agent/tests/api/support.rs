@@ -30,6 +30,9 @@ pub struct Options {
     pub config: Value,
     /// Start a catalog server (false: a client agent with no servers yet).
     pub catalog: bool,
+    /// Bootstrap the catalog server and wait for its leadership (false: a server that has
+    /// not formed a cluster, so there is no leader).
+    pub bootstrap: bool,
     /// Local state tunables.
     pub local: LocalOptions,
 }
@@ -39,6 +42,7 @@ impl Default for Options {
         Options {
             config: serde_json::json!({}),
             catalog: true,
+            bootstrap: true,
             local: LocalOptions {
                 full_sync_interval: Duration::from_secs(60),
                 retry_interval: Duration::from_millis(300),
@@ -152,13 +156,15 @@ impl TestAgent {
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await;
             }));
-            handle.bootstrap_single().await.unwrap();
-            let h = handle.clone();
-            wait_until("catalog leadership", Duration::from_secs(20), || {
-                let h = h.clone();
-                async move { h.is_leader().then_some(()) }
-            })
-            .await;
+            if options.bootstrap {
+                handle.bootstrap_single().await.unwrap();
+                let h = handle.clone();
+                wait_until("catalog leadership", Duration::from_secs(20), || {
+                    let h = h.clone();
+                    async move { h.is_leader().then_some(()) }
+                })
+                .await;
+            }
             Some(handle)
         } else {
             None

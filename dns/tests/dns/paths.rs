@@ -188,3 +188,93 @@ async fn tcp_answers_carry_the_engines_content() {
     assert_eq!(upstream.all_queries(), 1, "TCP hits came from the cache");
     srv.stop().await;
 }
+
+/// Many clients at once: the UDP loop takes datagrams and sends answers in batches, and
+/// every query still gets exactly its own answer, back at the socket that asked, whether
+/// the fast path answers it within the batch or the general path answers it later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bursts_from_many_clients_get_every_answer_at_their_sender() {
+    use std::collections::BTreeSet;
+    use tokio::net::UdpSocket;
+
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: u16 = 60;
+    // One UDP socket, so every datagram goes through the same thread's batches.
+    let listeners = muster_dns::DnsListeners::bind("127.0.0.1:0".parse().unwrap(), 1).unwrap();
+    let srv = TestServer::start_on(listeners, DnsConfig::default(), catalog()).await;
+    let before = srv.server.stats();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+    }
+    // The client is in the high byte of the ID, the query number in the low byte.
+    // Every seventh query is out of the zone without recursors (REFUSED, in place); every
+    // fifth carries an EDNS cookie option, which only the general path handles.
+    let refused = |i: u16| i.is_multiple_of(7);
+    let general = |i: u16| i.is_multiple_of(5);
+    // Send everything before reading anything, so the server finds full queues.
+    for (c, socket) in clients.iter().enumerate() {
+        for i in 0..PER_CLIENT {
+            let (name, rtype) = match i % 3 {
+                _ if refused(i) => ("example.org.", RecordType::A),
+                0 => ("web.service.consul.", RecordType::A),
+                1 => ("n1.node.consul.", RecordType::A),
+                _ => ("big.service.consul.", RecordType::SRV),
+            };
+            let id = (c as u16) << 8 | i;
+            let mut q = request(
+                name,
+                rtype,
+                &Ask {
+                    edns: Some(1232),
+                    rd: true,
+                    id,
+                },
+            );
+            if general(i) {
+                let n = q.len();
+                q[n - 2..].copy_from_slice(&12u16.to_be_bytes());
+                q.extend_from_slice(&[0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8]);
+            }
+            socket.send_to(&q, srv.addr).await.unwrap();
+        }
+    }
+    for (c, socket) in clients.iter().enumerate() {
+        let mut ids = BTreeSet::new();
+        let mut buf = vec![0u8; 65_535];
+        while ids.len() < usize::from(PER_CLIENT) {
+            let (n, from) =
+                tokio::time::timeout(crate::support::IO_TIMEOUT, socket.recv_from(&mut buf))
+                    .await
+                    .expect("every query of the burst is answered")
+                    .unwrap();
+            assert_eq!(from, srv.addr);
+            let m = Message::from_vec(&buf[..n]).expect("decodable");
+            let id = m.metadata.id;
+            assert_eq!(
+                usize::from(id >> 8),
+                c,
+                "an answer reached the wrong client"
+            );
+            let i = id & 0xff;
+            let is_refused = m.metadata.response_code == hickory_proto::op::ResponseCode::Refused;
+            assert_eq!(is_refused, refused(i), "query {i} of client {c}");
+            assert!(
+                is_refused || !m.answers.is_empty(),
+                "query {i} of client {c}"
+            );
+            assert!(ids.insert(id), "answer {id:#x} came twice");
+        }
+    }
+    let after = srv.server.stats();
+    let per_client_general = (0..PER_CLIENT).filter(|&i| general(i)).count() as u64;
+    assert_eq!(
+        after.general_path - before.general_path,
+        CLIENTS as u64 * per_client_general
+    );
+    assert_eq!(
+        after.fast_path - before.fast_path,
+        CLIENTS as u64 * (u64::from(PER_CLIENT) - per_client_general)
+    );
+    srv.stop().await;
+}

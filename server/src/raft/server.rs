@@ -3,8 +3,11 @@
 //! and membership, status, and shutdown.
 //!
 //! Invariants:
-//! - every wait is bounded: writes and `?consistent` reads retry across elections for at most
-//!   `rpc_hold_timeout`, then fail with `No cluster leader`;
+//! - every wait is bounded: writes, `?consistent` reads and default reads on a follower retry
+//!   across elections for at most `rpc_hold_timeout`, then fail with `No cluster leader`; a
+//!   default read with no known leader fails at once;
+//! - a read's [`ReadMeta::consistency`] is the level actually provided: default reads are only
+//!   answered by the leader or through it (read-index), never from an unconfirmed replica;
 //! - a follower forwards a write to the leader once per attempt; the leader applies forwarded
 //!   writes locally only, so forwarding never loops;
 //! - the catalog lock is only taken in short synchronous sections, never across an `.await`;
@@ -56,7 +59,9 @@ pub struct WriteOutcome {
 /// Read consistency (Consul's `?stale`, default, `?consistent`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Consistency {
-    /// Leader-served (on a follower, served locally for now, with honest metadata).
+    /// Leader-served (Consul's default): the leader answers from its state (confirming its
+    /// leadership first once its lease lapsed); a follower first confirms the read through the
+    /// leader (read-index), then reads its caught-up replica. No known leader: `NoLeader`.
     #[default]
     Default,
     /// Confirm leadership with a quorum, then read at or after the leader's commit point.
@@ -641,7 +646,9 @@ impl ServerHandle {
     }
 
     /// Runs `f` over the catalog at the requested consistency. `f` runs under a short read
-    /// lock: copy what you need out of it.
+    /// lock: copy what you need out of it. Default and consistent reads fail with
+    /// [`ServerError::NoLeader`] when no leader confirms them (a default read with no known
+    /// leader fails at once); stale reads always answer.
     pub async fn read<R>(
         &self,
         consistency: Consistency,
@@ -652,12 +659,20 @@ impl ServerHandle {
         match consistency {
             Consistency::Stale => {}
             Consistency::Consistent => inner.linearize().await?,
-            Consistency::Default => {
+            Consistency::Default => match inner.leader() {
                 // On a leader whose lease lapsed, confirm leadership before answering.
-                if inner.read_meta(consistency).1 {
-                    inner.linearize().await?;
+                Leader::Me => {
+                    if inner.read_meta(consistency).1 {
+                        inner.linearize().await?;
+                    }
                 }
-            }
+                // A follower's replica may lag: the leader's read index makes the local read
+                // as fresh as the leader's state, so the `leader` label stays true.
+                Leader::Other(_) => inner.linearize().await?,
+                // Consul answers `No cluster leader` at once; a blocking query must not wait
+                // on a replica nobody is updating.
+                Leader::Unknown => return Err(ServerError::NoLeader),
+            },
         }
         let (meta, _) = inner.read_meta(consistency);
         let value = {

@@ -85,6 +85,14 @@ async fn three_servers_replicate_forward_and_survive_leader_loss() {
     assert!(meta.known_leader);
     // Followers report when they last heard from the leader.
     assert!(meta.last_contact < Duration::from_secs(5));
+    // A default read on a follower is confirmed through the leader, so it too sees the write.
+    let (seen, meta) = servers[follower]
+        .handle
+        .read(Consistency::Default, |c| c.node("web2").is_some())
+        .await
+        .unwrap();
+    assert!(seen);
+    assert_eq!(meta.consistency, Consistency::Default);
     for s in &servers {
         applied(&s.handle, w.index).await;
         assert_eq!(node_names(&s.handle).await, ["web1", "web2"]);
@@ -171,4 +179,58 @@ async fn add_voter_and_remove_server() {
     first.handle.write(register("web2", 2)).await.unwrap();
     second.stop().await;
     first.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_reads_need_a_leader_stale_reads_do_not() {
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = TestServer::start(1, dirs[0].path(), None).await;
+    let second = TestServer::start(2, dirs[1].path(), None).await;
+    // Not yet a member of any cluster: no leader known, so a default read fails at once.
+    let started = Instant::now();
+    let err = second
+        .handle
+        .read(Consistency::Default, |c| c.node_count())
+        .await
+        .unwrap_err();
+    assert!(err.is_no_leader(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not a hold-timeout wait"
+    );
+
+    first.handle.bootstrap_single().await.unwrap();
+    wait_until("leadership", Duration::from_secs(10), || async {
+        first.handle.is_leader().then_some(())
+    })
+    .await;
+    first.handle.add_voter(2, second.node()).await.unwrap();
+    let w = first.handle.write(register("web1", 1)).await.unwrap();
+    applied(&second.handle, w.index).await;
+    let (count, meta) = second
+        .handle
+        .read(Consistency::Default, |c| c.node_count())
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(meta.consistency, Consistency::Default);
+    assert!(meta.known_leader);
+
+    // Two voters, one gone: no quorum, so no leader can confirm a read. The follower's
+    // replica still holds web1, but only a stale read may serve it.
+    first.stop().await;
+    let err = second
+        .handle
+        .read(Consistency::Default, |c| c.node_count())
+        .await
+        .unwrap_err();
+    assert!(err.is_no_leader(), "{err:?}");
+    let (count, meta) = second
+        .handle
+        .read(Consistency::Stale, |c| c.node_count())
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    assert_eq!(meta.consistency, Consistency::Stale);
+    second.stop().await;
 }
