@@ -33,7 +33,8 @@
 # Knobs (env): MODE=pinned|unpinned, REPS=3, DURATION=10 (s per run), MAX_EXTRA=2 (extra
 #   attempts per run when the box was busy: clean=no), SERVER_CPU=1, WORK=/tmp/muster-bench,
 #   RESULTS (file), ANCHOR (harness path), BUILD=0 (use the existing binary), INSTALL=0,
-#   MEM_SETTLE=30, CHECK_INTERVAL=10s, CARGO_TARGET_DIR (where the binary is),
+#   MEM_SETTLE=30, CHECK_INTERVAL=10s, CARGO_TARGET_DIR (where the binary is), HALF (the
+#   fixed rate of the latency runs; default half of muster's median saturating qps),
 #   SUITES="ceiling consul fwd-hit latency memory" (restrict what is measured; ceiling = the
 #   harness's trivial UDP echo responder, tools/udpecho.rs, run like a server: the physical
 #   limit of this box for qps and CPU per query).
@@ -227,15 +228,17 @@ for RUN in $(seq 1 "$REPS"); do
   fi
 done
 if want latency; then
-  HALF=$(python3 - "$RESULTS" <<'EOF'
+  HALF=${HALF:-$(python3 - "$RESULTS" <<'EOF'
 import statistics, sys
 q = [float(t.split("=")[1]) for l in open(sys.argv[1]) if l.startswith("RESULT name=muster-consul ")
      and " rate=max " in l and " clean=yes" in l for t in l.split() if t.startswith("qps=")]
 print(int(statistics.median(q) / 2) if q else 50000)
 EOF
-)
+)}
   log "fixed-rate runs at $HALF q/s (half of muster's median saturating qps)"
   for RUN in $(seq 1 "$REPS"); do
+    # the same rate through the trivial echo responder: the latency floor of this box
+    [[ -n $ECHO_PID ]] && measure udpecho-ceiling consul "127.0.0.1:$ECHO_PORT" "$ECHO_PID" "$HALF"
     measure muster-consul consul "$DNS" "$AGENT_PID" "$HALF"
     measure bind-auth-consul consul "127.0.0.1:$AUTH_PORT" "$AUTH_PID" "$HALF"
   done
