@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod gossip;
 pub mod http;
 pub mod local;
 pub mod node;

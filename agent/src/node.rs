@@ -2,14 +2,16 @@
 //!
 //! Three small shared types that the runtime owns and the HTTP API reads:
 //! - [`NodeIdentity`]: fixed for the life of the process (name, UUID, datacenter, role, ports);
-//! - [`Members`]: the gossip member list as a `watch` channel (until gossip lands it holds only
-//!   this agent; the cluster work replaces the writer, not the readers);
+//! - [`Members`]: the gossip member list as a `watch` channel, written by the gossip task
+//!   ([`crate::gossip`]), plus the request channel through which the API asks gossip to join
+//!   or force members out, and gossip's packet counters;
 //! - [`AgentControl`]: the channel through which the API asks the runtime for a reload or a
 //!   graceful leave, so that only the runtime task ever changes process-wide state.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -77,17 +79,90 @@ pub struct Member {
     pub status: MemberStatus,
 }
 
-/// The member list: one writer (the runtime / gossip task), any number of readers.
+/// The member list: one writer (the gossip task), any number of readers; plus the way to
+/// ask gossip to join or force out members, and gossip's packet counters.
 #[derive(Debug, Clone)]
 pub struct Members {
     tx: Arc<watch::Sender<Arc<Vec<Member>>>>,
+    requests: Arc<OnceLock<mpsc::Sender<MemberRequest>>>,
+    stats: Arc<GossipStats>,
+}
+
+/// What the API asks of gossip.
+#[derive(Debug)]
+pub enum MemberRequest {
+    /// Join through these addresses; the reply is how many answered, or why none did.
+    Join {
+        /// Addresses as `muster join` takes them (`ip`, `ip:port`, hostnames, `[v6]:port`).
+        addrs: Vec<String>,
+        /// The outcome.
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+    /// Move a failed member to `left` (`prune`: forget it).
+    ForceLeave {
+        /// The member's name.
+        node: String,
+        /// Forget the member entirely.
+        prune: bool,
+        /// The outcome.
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+}
+
+/// Gossip's counters (Consul shows similar ones under `Stats.serf_lan` in `/v1/agent/self`).
+#[derive(Debug, Default)]
+pub struct GossipStats {
+    /// Whether outgoing gossip is encrypted.
+    pub encrypted: AtomicBool,
+    /// Packets dropped because they did not open with our key (or were plain while
+    /// encryption is required).
+    pub dropped_key: AtomicU64,
+    /// Packets dropped as malformed envelopes.
+    pub dropped_malformed: AtomicU64,
+    /// Datagrams dropped because the gossip task was behind.
+    pub dropped_queue: AtomicU64,
 }
 
 impl Members {
     /// A list holding the given members.
     pub fn new(initial: Vec<Member>) -> Self {
         let (tx, _) = watch::channel(Arc::new(initial));
-        Self { tx: Arc::new(tx) }
+        Self {
+            tx: Arc::new(tx),
+            requests: Arc::new(OnceLock::new()),
+            stats: Arc::new(GossipStats::default()),
+        }
+    }
+
+    /// Connects the request channel of the gossip task (once; later calls are ignored).
+    pub fn attach(&self, requests: mpsc::Sender<MemberRequest>) {
+        let _ = self.requests.set(requests);
+    }
+
+    /// Gossip's counters.
+    pub fn stats(&self) -> &GossipStats {
+        &self.stats
+    }
+
+    /// Asks gossip to join through `addrs`; returns how many addresses answered.
+    pub async fn join(&self, addrs: Vec<String>) -> Result<usize, String> {
+        let (reply, rx) = oneshot::channel();
+        self.request(MemberRequest::Join { addrs, reply }).await?;
+        rx.await.map_err(|_| NO_GOSSIP.to_owned())?
+    }
+
+    /// Asks gossip to move the failed member `node` to `left` (or to forget it).
+    pub async fn force_leave(&self, node: &str, prune: bool) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        let node = node.to_owned();
+        self.request(MemberRequest::ForceLeave { node, prune, reply })
+            .await?;
+        rx.await.map_err(|_| NO_GOSSIP.to_owned())?
+    }
+
+    async fn request(&self, req: MemberRequest) -> Result<(), String> {
+        let tx = self.requests.get().ok_or_else(|| NO_GOSSIP.to_owned())?;
+        tx.send(req).await.map_err(|_| NO_GOSSIP.to_owned())
     }
 
     /// The current members (cheap: one `Arc` clone).
@@ -105,6 +180,9 @@ impl Members {
         self.tx.subscribe()
     }
 }
+
+/// The error when gossip is not running (yet, or any more).
+const NO_GOSSIP: &str = "gossip is not running";
 
 /// What the API can ask of the runtime.
 #[derive(Debug)]

@@ -42,6 +42,13 @@ pub enum ServerError {
     /// A cluster membership change failed.
     #[error("cluster membership change failed: {0}")]
     Membership(String),
+    /// A client agent's replica knows no reachable server (Consul's text; HTTP 500).
+    #[error("No known Consul servers")]
+    NoServers,
+    /// A server-only operation (bootstrap, Raft membership) was called on a client agent's
+    /// replica.
+    #[error("this agent is not a server")]
+    NotServer,
 }
 
 impl ServerError {
@@ -58,6 +65,16 @@ impl ServerError {
     /// This server is not the leader (for leader-only operations).
     pub fn is_not_leader(&self) -> bool {
         matches!(self, ServerError::NotLeader { .. })
+    }
+
+    /// A client agent knows no reachable server (`No known Consul servers`).
+    pub fn is_no_servers(&self) -> bool {
+        matches!(self, ServerError::NoServers)
+    }
+
+    /// A server-only operation was called on a client agent's replica.
+    pub fn is_not_server(&self) -> bool {
+        matches!(self, ServerError::NotServer)
     }
 
     /// The server is stopping.

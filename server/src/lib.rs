@@ -7,6 +7,8 @@
 //! - [`storage`]: the redb file (log, Raft metadata, snapshots) behind one storage thread.
 //! - `raft` (private; every openraft type lives there): the openraft glue, the HTTP RPC
 //!   network and router, and [`CatalogServer`] / [`ServerHandle`].
+//! - `replica` (private): a client agent's in-memory replica of the catalog, streamed from
+//!   the servers, behind the same [`ServerHandle`] ([`CatalogReplica::start`]).
 //! - [`ServerConfig`], [`ServerError`].
 //!
 //! The crate binds no ports and reads no files of its own choosing: the agent passes the data
@@ -17,6 +19,7 @@ pub mod catalog;
 mod config;
 mod error;
 mod raft;
+mod replica;
 pub mod storage;
 mod watch;
 
@@ -35,7 +38,8 @@ pub use catalog::{Catalog, Table, TableIndexes};
 pub use config::{ServerConfig, raft_id_from_node_id};
 pub use error::ServerError;
 pub use raft::{
-    CatalogServer, Consistency, RaftRole, RaftStatus, ReadMeta, ServerHandle, ServerInfo,
-    ServerNode, WriteOutcome,
+    CatalogServer, Consistency, PeerStatus, RaftConfiguration, RaftRole, RaftServerState,
+    RaftStatus, ReadMeta, ServerHandle, ServerInfo, ServerNode, WriteOutcome,
 };
+pub use replica::{CatalogReplica, ReplicaConfig};
 pub use storage::StoreError;

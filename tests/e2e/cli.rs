@@ -43,11 +43,12 @@ async fn client_commands_talk_to_the_agent() {
         ]
     );
     assert_eq!(table.len(), 2, "{}", out.stdout);
+    let serf = agent.serf.expect("serf= in the ready line").to_string();
     assert_eq!(
         table[1],
         [
             node.as_str(),
-            "127.0.0.1:8301",
+            serf.as_str(),
             "alive",
             "server",
             "0.1.0",
@@ -150,22 +151,18 @@ async fn keygen_and_version() {
         .decode(&a)
         .expect("base64");
     assert_eq!(bytes.len(), 32);
-    // The agent validates it as a gossip key, and says that nothing gossips yet.
+    // The agent takes it as its gossip key: gossip is encrypted.
     let agent = Agent::start(&[&format!("-encrypt={a}")], &[]).await;
     assert!(
-        agent
-            .stdout
-            .contains("Encrypt: Gossip: false (key validated; gossip is not implemented yet)"),
+        agent.stdout.contains(
+            "Encrypt: Gossip: true, TLS-Outgoing: false, TLS-Incoming: false, \
+             Auto-Encrypt-TLS: false"
+        ),
         "{}",
         agent.stdout.text()
     );
-    wait_for("the -encrypt warning", Duration::from_secs(10), || async {
-        agent.stderr.contains(
-            "command-line flags: -encrypt is accepted and validated, but gossip (LAN \
-             membership) is not implemented yet; this agent runs as a single-node cluster",
-        )
-    })
-    .await;
+    let this = agent.get_json("/v1/agent/self").await;
+    assert_eq!(this["Stats"]["serf_lan"]["encrypted"], "true", "{this}");
 
     let v = run_muster(&["version"], &[]).await;
     let text = ok(&v);

@@ -7,6 +7,7 @@
 //! scenario's measured times).
 
 mod cli;
+mod cluster;
 mod config_errors;
 mod dev;
 mod dns_zone;

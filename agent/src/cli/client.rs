@@ -155,6 +155,7 @@ impl ApiClient {
         let url = format!("{}{path}", self.base);
         let mut req = match method {
             "GET" => self.http.get(&url),
+            "DELETE" => self.http.delete(&url),
             _ => self.http.put(&url),
         };
         if let Some(token) = &self.token {
@@ -202,6 +203,11 @@ impl ApiClient {
     /// `PUT path` with an optional JSON body; the answer is ignored.
     pub async fn put(&self, path: &str, body: Option<&Value>) -> Result<(), ApiError> {
         self.send("PUT", path, body).await.map(drop)
+    }
+
+    /// `DELETE path`; the answer is ignored.
+    pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        self.send("DELETE", path, None).await.map(drop)
     }
 }
 

@@ -10,6 +10,7 @@
 //! `members` when no member matches the status filter.
 
 pub mod client;
+pub mod operator;
 pub mod output;
 pub mod services;
 
@@ -57,8 +58,15 @@ pub enum Command {
     Version,
     /// Makes the local agent leave the cluster gracefully and shut down.
     Leave(HttpFlags),
+    /// Makes the local agent join the cluster through one or more agents.
+    Join(JoinArgs),
+    /// Moves a failed member to `left` on every agent.
+    ForceLeave(ForceLeaveArgs),
     /// Makes the local agent reload its configuration.
     Reload(HttpFlags),
+    /// Operator tools (Raft peers).
+    #[command(subcommand)]
+    Operator(operator::OperatorCommand),
 }
 
 /// How to reach the local agent.
@@ -104,6 +112,36 @@ pub struct MembersArgs {
     /// Only members whose status matches this regular expression.
     #[arg(long, value_name = "REGEX", default_value = ".*")]
     pub status: String,
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub http: HttpFlags,
+}
+
+/// `muster join`.
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// Join the WAN pool (not supported: there is no WAN pool).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub wan: bool,
+    /// Addresses of agents to join (`ip`, `ip:port`, hostnames, `[v6]:port`).
+    #[arg(required = true)]
+    pub addrs: Vec<String>,
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub http: HttpFlags,
+}
+
+/// `muster force-leave`.
+#[derive(Debug, Args)]
+pub struct ForceLeaveArgs {
+    /// Remove the member from the list entirely instead of marking it left.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub prune: bool,
+    /// Force the member out of the WAN pool (not supported: there is no WAN pool).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub wan: bool,
+    /// The member's node name.
+    pub node: String,
     /// How to reach the agent.
     #[command(flatten)]
     pub http: HttpFlags,
@@ -285,6 +323,8 @@ async fn run(command: Command, io: &mut Io<'_>) -> i32 {
             )
             .await
         }
+        Command::Join(a) => join(&a, io).await,
+        Command::ForceLeave(a) => force_leave(&a, io).await,
         Command::Reload(http) => {
             simple_put(
                 &http,
@@ -295,6 +335,7 @@ async fn run(command: Command, io: &mut Io<'_>) -> i32 {
             )
             .await
         }
+        Command::Operator(c) => operator::run(c, io).await,
     }
 }
 
@@ -354,6 +395,57 @@ async fn simple_put(
         }
         Err(e) => {
             io.err(&format!("{error}: {e}"));
+            1
+        }
+    }
+}
+
+/// `muster join`: one `PUT /v1/agent/join/:addr` per address; fails only if all fail
+/// (Consul's messages).
+async fn join(a: &JoinArgs, io: &mut Io<'_>) -> i32 {
+    let Some(client) = client_or_report(&a.http, io) else {
+        return 1;
+    };
+    let wan = if a.wan { "?wan=1" } else { "" };
+    let mut joined = 0;
+    for addr in &a.addrs {
+        let path = format!("/v1/agent/join/{}{wan}", encode(addr));
+        match client.put(&path, None).await {
+            Ok(()) => joined += 1,
+            Err(e) => io.err(&format!("Error joining address '{addr}': {e}")),
+        }
+    }
+    if joined == 0 {
+        io.err("Failed to join any nodes.");
+        return 1;
+    }
+    io.out(&format!(
+        "Successfully joined cluster by contacting {joined} nodes."
+    ));
+    0
+}
+
+/// `muster force-leave`: `PUT /v1/agent/force-leave/:node` (`?prune`).
+async fn force_leave(a: &ForceLeaveArgs, io: &mut Io<'_>) -> i32 {
+    let Some(client) = client_or_report(&a.http, io) else {
+        return 1;
+    };
+    let mut query = Vec::new();
+    if a.prune {
+        query.push("prune=1");
+    }
+    if a.wan {
+        query.push("wan=1");
+    }
+    let mut path = format!("/v1/agent/force-leave/{}", encode(&a.node));
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query.join("&"));
+    }
+    match client.put(&path, None).await {
+        Ok(()) => 0,
+        Err(e) => {
+            io.err(&format!("Error force leaving: {e}"));
             1
         }
     }
@@ -662,6 +754,33 @@ mod tests {
             parse(&["leave", "-http-addr=a:1"]),
             Command::Leave(_)
         ));
+        match parse(&["join", "10.0.0.1", "[fd00::1]:8301", "-http-addr=a:1"]) {
+            Command::Join(j) => {
+                assert_eq!(j.addrs, ["10.0.0.1", "[fd00::1]:8301"]);
+                assert!(!j.wan);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["force-leave", "-prune", "db2"]) {
+            Command::ForceLeave(f) => assert!(f.prune && f.node == "db2"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn join_and_force_leave_report_unreachable_agents() {
+        let flag = "-http-addr=127.0.0.1:1";
+        let (code, out, err) = run_sync(parse(&["join", "10.0.0.1", "10.0.0.2", flag]));
+        assert_eq!(code, 1);
+        assert_eq!(out, "");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 3, "{err}");
+        assert!(lines[0].starts_with("Error joining address '10.0.0.1': PUT http://"));
+        assert!(lines[1].starts_with("Error joining address '10.0.0.2': "));
+        assert_eq!(lines[2], "Failed to join any nodes.");
+        let (code, _, err) = run_sync(parse(&["force-leave", "db2", flag]));
+        assert_eq!(code, 1);
+        assert!(err.starts_with("Error force leaving: PUT http://"), "{err}");
     }
 
     #[test]

@@ -209,24 +209,6 @@ impl AgentArgs {
         self.flags.dev.unwrap_or(false)
     }
 
-    /// The gossip flags given (`-join`, `-retry-join`, `-retry-interval`, `-retry-max`,
-    /// `-rejoin`, `-encrypt`), spelled as on the command line, for the "not implemented yet"
-    /// warning.
-    pub(crate) fn gossip_flags(&self) -> Vec<&'static str> {
-        let f = &self.flags;
-        [
-            ("-join", !f.join.is_empty()),
-            ("-retry-join", !f.retry_join.is_empty()),
-            ("-retry-interval", f.retry_interval.is_some()),
-            ("-retry-max", f.retry_max.is_some()),
-            ("-rejoin", f.rejoin.is_some()),
-            ("-encrypt", f.encrypt.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(flag, set)| set.then_some(flag))
-        .collect()
-    }
-
     /// The flags as config sources: the list values (merged before the files, as Consul
     /// does, so they come first in the merged lists) and everything else (merged last).
     pub(crate) fn to_sources(&self) -> Result<(Value, Value), ConfigError> {

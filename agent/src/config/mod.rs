@@ -145,11 +145,7 @@ pub fn load_with_hostname(args: &AgentArgs, hostname: &str) -> Result<LoadedConf
                     outcome: FileOutcome::Empty,
                 }),
                 Some(value) => {
-                    let gossip_keys = gossip_keys_set(&value);
                     let normalized = normalize_source(&file.name, value, &mut warnings)?;
-                    for key in gossip_keys {
-                        warnings.push(gossip_pending_warning(&file.name, key));
-                    }
                     add(&file.name, normalized);
                     files.push(FileEvent {
                         path,
@@ -163,9 +159,6 @@ pub fn load_with_hostname(args: &AgentArgs, hostname: &str) -> Result<LoadedConf
         &flags_name,
         normalize_source(&flags_name, flag_values, &mut warnings)?,
     );
-    for flag in args.gossip_flags() {
-        warnings.push(gossip_pending_warning(FLAGS_SOURCE, flag));
-    }
 
     let runtime = runtime::build(&tree, &origins, dev, hostname, &mut warnings)?;
     Ok(LoadedConfig {
@@ -174,52 +167,6 @@ pub fn load_with_hostname(args: &AgentArgs, hostname: &str) -> Result<LoadedConf
         files,
         effective: Value::Object(tree),
     })
-}
-
-/// The top-level keys that only matter to gossip (LAN membership), with `start_join` (which
-/// normalization turns into `retry_join`, so it is looked for before that).
-const GOSSIP_KEYS: &[&str] = &[
-    "encrypt",
-    "encrypt_verify_incoming",
-    "encrypt_verify_outgoing",
-    "retry_join",
-    "start_join",
-    "retry_interval",
-    "retry_max",
-    "rejoin_after_leave",
-];
-
-/// The gossip keys one source sets (any spelling the schema accepts), by canonical name, in
-/// [`GOSSIP_KEYS`] order. A `null` is "not set", as everywhere in the config.
-fn gossip_keys_set(source: &Value) -> Vec<&'static str> {
-    let Some(map) = source.as_object() else {
-        return Vec::new();
-    };
-    let canonical = |key: &str| -> Option<&'static str> {
-        if key.eq_ignore_ascii_case("start_join") {
-            return Some("start_join");
-        }
-        CONFIG.lookup(key).map(|(field, _)| field.name)
-    };
-    let set: Vec<&'static str> = map
-        .iter()
-        .filter(|(_, v)| !v.is_null())
-        .filter_map(|(k, _)| canonical(k))
-        .collect();
-    GOSSIP_KEYS
-        .iter()
-        .copied()
-        .filter(|k| set.contains(k))
-        .collect()
-}
-
-/// The warning for a gossip key or flag: it is validated as Consul validates it, but nothing
-/// uses it yet, and the operator must not believe the node joined anything or encrypts.
-fn gossip_pending_warning(source: &str, key: &str) -> String {
-    format!(
-        "{source}: {key} is accepted and validated, but gossip (LAN membership) is not \
-         implemented yet; this agent runs as a single-node cluster"
-    )
 }
 
 fn normalize_source(
@@ -559,9 +506,7 @@ mod tests {
     }
 
     #[test]
-    fn gossip_keys_and_flags_warn_that_gossip_is_not_implemented() {
-        const PENDING: &str = "is accepted and validated, but gossip (LAN membership) is not \
-                               implemented yet; this agent runs as a single-node cluster";
+    fn gossip_keys_and_flags_are_kept_without_warnings() {
         let dir = Dir::new();
         let data = format!("-data-dir={}", dir.data_dir());
         dir.write(
@@ -575,51 +520,31 @@ mod tests {
             "c/b.json",
             r#"{"start_join": ["10.0.0.2"], "retry_max": null}"#,
         );
-        dir.write("c/c.json", r#"{"node_name": "quiet"}"#);
         let conf = format!("-config-dir={}", dir.path().join("c").display());
         let key = "-encrypt=ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
         let loaded =
             load_args(&[&data, &conf, "-join=10.0.0.8", "-retry-join=10.0.0.9", key]).unwrap();
-        let pending: Vec<&String> = loaded
-            .warnings
-            .iter()
-            .filter(|w| w.ends_with(PENDING))
-            .collect();
-        let a = dir.path().join("c/a.json").display().to_string();
-        let b = dir.path().join("c/b.json").display().to_string();
-        let mut want: Vec<String> = [
-            "encrypt",
-            "encrypt_verify_incoming",
-            "encrypt_verify_outgoing",
-            "retry_join",
-            "retry_interval",
-            "retry_max",
-            "rejoin_after_leave",
-        ]
-        .iter()
-        .map(|k| format!("{a}: {k} {PENDING}"))
-        .collect();
-        // start_join is named as written (and keeps its deprecation warning); a null is unset.
-        want.push(format!("{b}: start_join {PENDING}"));
-        for flag in ["-join", "-retry-join", "-encrypt"] {
-            want.push(format!("{FLAGS_SOURCE}: {flag} {PENDING}"));
-        }
-        assert_eq!(pending, want.iter().collect::<Vec<_>>());
+        // Gossip works: the only warning left is start_join's deprecation.
+        assert!(
+            !loaded.warnings.iter().any(|w| w.contains("gossip")),
+            "{:?}",
+            loaded.warnings
+        );
         assert!(loaded.warnings.iter().any(|w| w.ends_with(
             "b.json: The 'start_join' field is deprecated. Use the 'retry_join' field instead."
         )));
-        // Still validated and kept, for the release that gossips.
         let rt = loaded.runtime;
         assert_eq!(
             rt.gossip.retry_join,
             ["10.0.0.8", "10.0.0.9", "10.0.0.1", "10.0.0.2"]
         );
+        assert_eq!(rt.gossip.retry_interval, Duration::from_secs(5));
+        assert_eq!(rt.gossip.retry_max, 3);
+        assert!(rt.gossip.rejoin_after_leave);
+        assert!(!rt.gossip.encrypt_verify_incoming && !rt.gossip.encrypt_verify_outgoing);
         assert!(rt.gossip.encrypt_key.is_some());
         let err = load_args(&[&data, "-encrypt=%%%"]).unwrap_err();
         assert_eq!(err.key(), Some("encrypt"));
-        // No gossip key, no warning.
-        let quiet = load_files(&[("a.json", r#"{"node_name": "n"}"#)]).unwrap();
-        assert!(!quiet.warnings.iter().any(|w| w.contains("gossip")));
     }
 
     #[test]
@@ -1626,7 +1551,7 @@ mod tests {
     }
 
     /// The README's one-node Galera command is what it says: the flag overrides the file's
-    /// `bootstrap_expect: 3`, and the gossip keys warn that gossip is not implemented.
+    /// `bootstrap_expect: 3`, and the gossip keys are taken without warnings.
     #[test]
     fn galera_node1_runs_alone_as_the_readme_says() {
         let readme = fs::read_to_string(examples_root().join("README.md")).unwrap();
@@ -1635,7 +1560,8 @@ mod tests {
             readme.contains(command),
             "config-examples/README.md: {command}"
         );
-        assert!(readme.contains("Until cluster support lands, run `galera/node1` alone"));
+        assert!(readme.contains("**One node alone**"));
+        assert!(readme.contains("config-examples/galera/cluster.sh start"));
         let repo = examples_root().join("..");
         let dir = format!(
             "-config-dir={}",
@@ -1645,15 +1571,16 @@ mod tests {
         // As in Consul, `bootstrap_expect: 1` is bootstrap mode: the server elects itself.
         assert!(loaded.runtime.server.bootstrap);
         assert_eq!(loaded.runtime.server.bootstrap_expect, 0);
-        for key in ["encrypt", "start_join"] {
-            assert!(
-                loaded.warnings.iter().any(|w| w.contains(&format!(
-                    "agent.json: {key} is accepted and validated, but gossip"
-                ))),
-                "{key}: {:?}",
-                loaded.warnings
-            );
-        }
+        // The gossip settings are used as they are: no "not implemented" warning.
+        assert!(loaded.runtime.gossip.encrypt_key.is_some());
+        assert!(
+            !loaded
+                .warnings
+                .iter()
+                .any(|w| w.contains("not implemented")),
+            "{:?}",
+            loaded.warnings
+        );
     }
 
     /// Every directory under config-examples/ that holds config files loads, and every file
@@ -1669,8 +1596,10 @@ mod tests {
                 } else {
                     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
                     let name = path.file_name().unwrap().to_string_lossy();
+                    // Scripts sit in a scenario's dir (galera/cluster.sh), never in a
+                    // node's config dir, where the agent would not read them.
                     assert!(
-                        ext == "json" || ext == "hcl" || name == "README.md",
+                        ext == "json" || ext == "hcl" || name == "README.md" || ext == "sh",
                         "unexpected file {}",
                         path.display()
                     );

@@ -79,6 +79,11 @@ pub(super) fn routes(router: Router<Arc<Api>>) -> Router<Arc<Api>> {
         )
         .route("/v1/agent/reload", endpoint(Method::PUT, reload))
         .route("/v1/agent/leave", endpoint(Method::PUT, leave))
+        .route("/v1/agent/join/{*address}", endpoint(Method::PUT, join))
+        .route(
+            "/v1/agent/force-leave/{*node}",
+            endpoint(Method::PUT, force_leave),
+        )
         .route(
             "/v1/agent/health/service/name/{*name}",
             endpoint(Method::GET, health_by_name),
@@ -195,6 +200,24 @@ fn self_member(api: &Api) -> Member {
         tags,
         status: MemberStatus::Alive,
     }
+}
+
+/// `Stats.serf_lan`, with Consul's member counts and our dropped-packet counters (all values
+/// are strings, as Consul's stats are).
+fn serf_stats(api: &Api) -> Value {
+    use std::sync::atomic::Ordering::Relaxed;
+    let members = api.ctx.members.current();
+    let count = |s: MemberStatus| members.iter().filter(|m| m.status == s).count().to_string();
+    let stats = api.ctx.members.stats();
+    json!({
+        "members": members.len().to_string(),
+        "failed": count(MemberStatus::Failed),
+        "left": count(MemberStatus::Left),
+        "encrypted": stats.encrypted.load(Relaxed).to_string(),
+        "dropped_key_mismatch": stats.dropped_key.load(Relaxed).to_string(),
+        "dropped_malformed": stats.dropped_malformed.load(Relaxed).to_string(),
+        "dropped_queue_full": stats.dropped_queue.load(Relaxed).to_string(),
+    })
 }
 
 fn go(d: Duration) -> String {
@@ -345,6 +368,7 @@ async fn agent_self(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Res
             "checks": view.checks.len().to_string(),
         },
     });
+    stats["serf_lan"] = serf_stats(&api);
     if let Some(catalog) = &api.ctx.catalog {
         let raft = catalog.status();
         stats["raft"] = json!({
@@ -376,10 +400,9 @@ async fn agent_self(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Res
     Ok(super::json(&body, q.pretty()))
 }
 
-/// `GET /v1/agent/members`: the LAN gossip pool (this agent alone until gossip lists more).
+/// `GET /v1/agent/members`: the LAN gossip pool as gossip sees it (`?segment` is ignored).
 async fn members(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
     let q = query(raw)?;
-    // No WAN pool yet: `?wan` lists nobody.
     let current = api.ctx.members.current();
     let me = [self_member(&api)];
     // No WAN pool yet: `?wan` lists nobody.
@@ -760,6 +783,48 @@ async fn service_maintenance(
 /// `PUT /v1/agent/reload`: the runtime reloads (and hands the new config to the local state).
 async fn reload(State(api): ApiState) -> Result<Response, ApiError> {
     api.ctx.control.reload().await.map_err(ApiError::Internal)?;
+    Ok(empty_ok())
+}
+
+/// `PUT /v1/agent/join/:address`: gossip join through one address (500 with the reason when
+/// it cannot be contacted). There is no WAN pool, so `?wan` is refused.
+async fn join(
+    State(api): ApiState,
+    Path(address): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = query(raw)?;
+    if q.has("wan") {
+        return Err(ApiError::Internal(
+            "WAN gossip is not supported: this agent has no WAN pool".into(),
+        ));
+    }
+    api.ctx
+        .members
+        .join(vec![address])
+        .await
+        .map_err(ApiError::Internal)?;
+    Ok(empty_ok())
+}
+
+/// `PUT /v1/agent/force-leave/:node`: a failed member becomes `left` on every agent
+/// (`?prune`: it is forgotten). Unknown names are a 500 with Consul's text.
+async fn force_leave(
+    State(api): ApiState,
+    Path(node): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q = query(raw)?;
+    if q.has("wan") {
+        return Err(ApiError::Internal(
+            "WAN gossip is not supported: this agent has no WAN pool".into(),
+        ));
+    }
+    api.ctx
+        .members
+        .force_leave(&node, q.has("prune"))
+        .await
+        .map_err(ApiError::Internal)?;
     Ok(empty_ok())
 }
 

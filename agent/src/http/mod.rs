@@ -4,6 +4,7 @@
 //! - `agent`: `/v1/agent/*`, answered from the local state ([`crate::local`]);
 //! - `catalog`: `/v1/catalog/*` and `/v1/status/*`; `health`: `/v1/health/*`, answered from
 //!   the catalog server's state machine, with blocking queries (`read`);
+//! - `operator`: `/v1/operator/raft/*` (the Raft configuration, removing a peer);
 //! - `query`: query-string parsing; `filter`: `?filter=` expressions; `schema`: the shapes of
 //!   request and response JSON; `error`: the one mapping of failures to status codes;
 //! - `listener`: the accept side, with a per-client connection limit.
@@ -18,6 +19,7 @@ mod error;
 mod filter;
 mod health;
 mod listener;
+mod operator;
 mod query;
 mod read;
 mod schema;
@@ -32,7 +34,7 @@ use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, put};
+use axum::routing::{MethodRouter, delete, get, put};
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -157,15 +159,12 @@ where
     H: Handler<T, Arc<Api>>,
     T: 'static,
 {
-    let allow: &'static str = if method == Method::PUT {
-        "OPTIONS,PUT"
+    let (allow, route): (&'static str, _) = if method == Method::PUT {
+        ("OPTIONS,PUT", put(handler))
+    } else if method == Method::DELETE {
+        ("OPTIONS,DELETE", delete(handler))
     } else {
-        "OPTIONS,GET"
-    };
-    let route = if method == Method::PUT {
-        put(handler)
-    } else {
-        get(handler)
+        ("OPTIONS,GET", get(handler))
     };
     route
         .options(move || async move {
@@ -205,6 +204,7 @@ fn router(api: Arc<Api>) -> Router {
     let router = agent::routes(router);
     let router = catalog::routes(router);
     let router = health::routes(router);
+    let router = operator::routes(router);
     router.fallback(unknown_path).with_state(api)
 }
 

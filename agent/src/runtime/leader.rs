@@ -7,6 +7,12 @@
 //! failed round. Only the leader writes; a follower's loop just waits. The diff is computed
 //! from a `?consistent` read, so a new leader never reconciles against a catalog that has not
 //! applied everything its predecessor committed; identical content writes nothing.
+//!
+//! Reaping (deregistering catalog nodes that gossip does not list at all) waits
+//! [`REAP_GRACE`] after this agent started: right after a restart the member list is still
+//! filling up, and a leader elected in those seconds would otherwise deregister every node
+//! gossip has not reported yet, taking their services with them (the agents only re-sync at
+//! their next full anti-entropy round). Failed and left members are handled at once.
 
 use std::time::Duration;
 
@@ -23,6 +29,9 @@ use crate::node::{Member, Members};
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(60);
 /// How soon a failed round is retried.
 pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+/// How long after start nodes absent from the member list are left alone (gossip's join
+/// retries are 30 s apart: two of them).
+pub const REAP_GRACE: Duration = Duration::from_secs(60);
 
 /// Runs one reconciliation round as leader: reads the catalog, writes the commands that make
 /// it match `members`. Returns how many commands were written.
@@ -31,12 +40,25 @@ pub async fn reconcile_once(
     members: &[Member],
     ctx: &ReconcileContext,
 ) -> Result<usize, ServerError> {
+    reconcile_round(catalog, members, ctx, true).await
+}
+
+/// [`reconcile_once`], leaving nodes absent from `members` alone unless `reap`.
+async fn reconcile_round(
+    catalog: &ServerHandle,
+    members: &[Member],
+    ctx: &ReconcileContext,
+    reap: bool,
+) -> Result<usize, ServerError> {
     let view = to_reconcile(members);
-    let (commands, _) = catalog
+    let (mut commands, _) = catalog
         .read(Consistency::Consistent, |c| {
             muster_server::reconcile(c, &view, ctx)
         })
         .await?;
+    if !reap {
+        commands.retain(|c| !is_reap(c, members));
+    }
     let count = commands.len();
     for command in commands {
         let outcome = catalog.write(command).await?;
@@ -50,6 +72,18 @@ pub async fn reconcile_once(
         tracing::debug!(commands = count, "reconciled members into the catalog");
     }
     Ok(count)
+}
+
+/// A whole-node deregistration of a node the member list does not have (not a `left` one).
+fn is_reap(command: &Command, members: &[Member]) -> bool {
+    match command {
+        Command::Deregister(d) => {
+            d.service_id.is_empty()
+                && d.check_id.is_empty()
+                && !members.iter().any(|m| m.name.eq_ignore_ascii_case(&d.node))
+        }
+        _ => false,
+    }
 }
 
 /// The leader's own node on a graceful leave. `reconcile` never deregisters the node doing
@@ -81,6 +115,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
     tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut retry_at: Option<Instant> = None;
+    let reap_from = Instant::now() + REAP_GRACE;
     loop {
         // The first tick completes at once: that is the start-up round.
         tokio::select! {
@@ -101,7 +136,7 @@ pub async fn run(
         let round = tokio::select! {
             biased;
             _ = shutdown.cancelled() => return,
-            r = reconcile_once(&catalog, &current, &ctx) => r,
+            r = reconcile_round(&catalog, &current, &ctx, Instant::now() >= reap_from) => r,
         };
         match round {
             Ok(_) => retry_at = None,
@@ -220,6 +255,17 @@ pub(crate) mod tests {
             serf_of("app1").await.map(|s| s.0) == Some(HealthStatus::Critical)
         })
         .await;
+        // Back again (a rejoin after a failure): passing again.
+        list[1].status = MemberStatus::Alive;
+        members.set(list.clone());
+        wait_until("app1 passing again", async || {
+            serf_of("app1").await
+                == Some((
+                    HealthStatus::Passing,
+                    "Agent alive and reachable".to_owned(),
+                ))
+        })
+        .await;
         list[1].status = MemberStatus::Left;
         members.set(list.clone());
         wait_until("app1 deregistered", async || {
@@ -251,6 +297,47 @@ pub(crate) mod tests {
             .unwrap()
             .0;
         assert!(gone);
+        catalog.shutdown().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn absent_nodes_are_reaped_only_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let catalog = single_server(dir.path(), "db1").await;
+        let me = identity("db1", true);
+        let ghost = identity("ghost", false);
+        let ctx = ReconcileContext {
+            datacenter: "dc1".into(),
+            self_name: "db1".into(),
+        };
+        let present = async |node: &str| {
+            catalog
+                .read(Consistency::Stale, |c| c.node(node).is_some())
+                .await
+                .unwrap()
+                .0
+        };
+        let both = vec![self_member(&me, true), self_member(&ghost, false)];
+        reconcile_once(&catalog, &both, &ctx).await.unwrap();
+        assert!(present("ghost").await);
+
+        // Gossip does not list it (yet, or any more): within the grace nothing is written.
+        let alone = vec![self_member(&me, true)];
+        let written = reconcile_round(&catalog, &alone, &ctx, false)
+            .await
+            .unwrap();
+        assert_eq!(written, 0);
+        assert!(present("ghost").await);
+        // A member that left is still deregistered at once.
+        let mut left = both.clone();
+        left[1].status = MemberStatus::Left;
+        reconcile_round(&catalog, &left, &ctx, false).await.unwrap();
+        assert!(!present("ghost").await);
+        // After the grace, absent nodes are reaped.
+        reconcile_once(&catalog, &both, &ctx).await.unwrap();
+        assert!(present("ghost").await);
+        reconcile_round(&catalog, &alone, &ctx, true).await.unwrap();
+        assert!(!present("ghost").await);
         catalog.shutdown().await;
     }
 }

@@ -1,6 +1,7 @@
 //! Binding every listener before anything serves: HTTP on each `client_addr` /
 //! `addresses.http` address, DNS (several SO_REUSEPORT UDP sockets plus TCP) on each DNS
-//! address, and the server RPC port on servers.
+//! address, the server RPC port on servers, and the serf LAN port (UDP for gossip, TCP on the
+//! same port for push/pull).
 //!
 //! Invariants: a disabled port (-1) is not bound; port 0 picks a free port and the real
 //! address is what [`BoundAddrs`] reports; a bind failure is one error naming the address and
@@ -22,6 +23,8 @@ pub struct Listeners {
     pub dns: Vec<DnsListeners>,
     /// The server RPC listener (servers only).
     pub server: Option<TcpListener>,
+    /// The serf LAN sockets: UDP gossip and the TCP push/pull listener, on one port.
+    pub serf: Option<(std::net::UdpSocket, std::net::TcpListener)>,
 }
 
 /// The addresses actually bound (port 0 resolved).
@@ -33,11 +36,13 @@ pub struct BoundAddrs {
     pub dns: Vec<SocketAddr>,
     /// The server RPC address.
     pub server: Option<SocketAddr>,
+    /// The serf LAN address (UDP and TCP).
+    pub serf: Option<SocketAddr>,
 }
 
 impl BoundAddrs {
     /// The line the end-to-end tests scrape from stdout:
-    /// `==> muster ready: http=<addr> dns=<addr> server=<addr>`, leaving out what is
+    /// `==> muster ready: http=<addr> dns=<addr> server=<addr> serf=<addr>`, leaving out what is
     /// disabled; several addresses of one kind are joined with commas.
     pub fn ready_line(&self) -> String {
         let join = |v: &[SocketAddr]| {
@@ -55,6 +60,9 @@ impl BoundAddrs {
         }
         if let Some(server) = self.server {
             parts.push(format!("server={server}"));
+        }
+        if let Some(serf) = self.serf {
+            parts.push(format!("serf={serf}"));
         }
         parts.join(" ")
     }
@@ -75,6 +83,7 @@ pub async fn bind_all(cfg: &RuntimeConfig) -> Result<(Listeners, BoundAddrs), St
         http: Vec::new(),
         dns: Vec::new(),
         server: None,
+        serf: None,
     };
     let mut addrs = BoundAddrs::default();
     for addr in &cfg.http.addrs {
@@ -114,7 +123,34 @@ pub async fn bind_all(cfg: &RuntimeConfig) -> Result<(Listeners, BoundAddrs), St
         addrs.server = Some(l.local_addr().map_err(|e| e.to_string())?);
         listeners.server = Some(l);
     }
+    let (udp, tcp) = bind_serf(cfg.gossip.bind).map_err(|e| {
+        bind_error(
+            "serf LAN port (UDP and TCP)",
+            cfg.gossip.bind,
+            "bind_addr / -bind, and ports.serf_lan / -serf-lan-port",
+            &e,
+        )
+    })?;
+    addrs.serf = Some(udp.local_addr().map_err(|e| e.to_string())?);
+    listeners.serf = Some((udp, tcp));
     Ok((listeners, addrs))
+}
+
+/// Binds the gossip UDP socket and the push/pull TCP listener on one port. With port 0 the
+/// UDP port is picked first and TCP must get the same number; if another process holds it,
+/// a few fresh picks are tried.
+pub fn bind_serf(
+    addr: SocketAddr,
+) -> std::io::Result<(std::net::UdpSocket, std::net::TcpListener)> {
+    let mut last = None;
+    for _ in 0..if addr.port() == 0 { 8 } else { 1 } {
+        let udp = std::net::UdpSocket::bind(addr)?;
+        match std::net::TcpListener::bind(udp.local_addr()?) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port")))
 }
 
 #[cfg(test)]
@@ -128,15 +164,18 @@ mod tests {
             http: vec![a("127.0.0.1:8500")],
             dns: vec![a("127.0.0.1:8600")],
             server: Some(a("127.0.0.1:8300")),
+            serf: Some(a("127.0.0.1:8301")),
         };
         assert_eq!(
             all.ready_line(),
-            "==> muster ready: http=127.0.0.1:8500 dns=127.0.0.1:8600 server=127.0.0.1:8300"
+            "==> muster ready: http=127.0.0.1:8500 dns=127.0.0.1:8600 server=127.0.0.1:8300 \
+             serf=127.0.0.1:8301"
         );
         let client = BoundAddrs {
             http: vec![a("127.0.0.1:8500"), a("10.0.0.1:8500")],
             dns: vec![],
             server: None,
+            serf: None,
         };
         assert_eq!(
             client.ready_line(),
@@ -184,6 +223,11 @@ mod tests {
         assert_ne!(addrs.http[0].port(), 0);
         assert_ne!(addrs.dns[0].port(), 0);
         assert_ne!(addrs.server.unwrap().port(), 0);
+        let serf = addrs.serf.unwrap();
+        assert_ne!(serf.port(), 0);
+        let (udp, tcp) = listeners.serf.as_ref().unwrap();
+        assert_eq!(tcp.local_addr().unwrap(), serf);
+        assert_eq!(udp.local_addr().unwrap(), serf);
         assert_eq!(listeners.dns[0].udp.len(), dns_udp_sockets());
         drop(listeners);
 
@@ -191,12 +235,15 @@ mod tests {
             format!("-data-dir={}", dir.path().display()),
             "-http-port=-1".to_owned(),
             "-dns-port=-1".to_owned(),
+            "-serf-lan-port=0".to_owned(),
+            "-bind=127.0.0.1".to_owned(),
         ])
         .unwrap();
         let cfg = crate::config::load_with_hostname(&args, "h")
             .unwrap()
             .runtime;
         let (_, addrs) = bind_all(&cfg).await.unwrap();
-        assert_eq!(addrs, BoundAddrs::default());
+        assert!(addrs.http.is_empty() && addrs.dns.is_empty() && addrs.server.is_none());
+        assert!(addrs.serf.is_some(), "gossip always binds");
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! [`Agent::start`] brings an agent up from a loaded configuration, in this order: data dir,
 //! node ID and pid file; every listener bound (HTTP, DNS, server RPC; nothing serves yet); the
-//! catalog server (Raft) and its RPC router; the member list (this agent alone until gossip
-//! lands) and the leader's reconcile loop; local state (services, checks, anti-entropy); DNS
+//! catalog server (Raft) and its RPC router, or on a client agent the catalog replica
+//! streamed from the servers in the member list; the member list, written by gossip (its own
+//! thread, on the serf LAN port), and the leader's reconcile loop; local state (services, checks, anti-entropy); DNS
 //! with its catalog publisher; the HTTP API. [`Agent::run`] is the runtime task: it owns the
 //! configuration swaps, reloads (SIGHUP, `PUT /v1/agent/reload`), graceful leaves and
 //! shutdown. [`run_agent_command`] is the binary's `muster agent`: logging, banner, the
@@ -18,12 +19,14 @@
 //! - a reload either applies as a whole or not at all (the old configuration stays and the
 //!   error is logged and returned).
 
+pub mod cluster;
 mod dns;
 mod identity;
 mod leader;
 mod listeners;
 pub mod logging;
 mod members;
+mod replica;
 pub mod syslog;
 
 use std::io::Write;
@@ -43,7 +46,10 @@ pub use identity::{NODE_ID_FILE, advertise_addr, load_or_create_node_id};
 pub use leader::RECONCILE_INTERVAL;
 pub use listeners::BoundAddrs;
 pub use logging::LogHandle;
-pub use members::{PROTOCOL_MAX, PROTOCOL_MIN, PROTOCOL_VERSION, build_tag, revision, self_member};
+pub use members::{
+    PROTOCOL_MAX, PROTOCOL_MIN, PROTOCOL_VERSION, RAFT_PROTOCOL, build_tag, revision, self_member,
+    self_tags,
+};
 
 use crate::config::{self, AgentArgs, DevDataDir, LoadedConfig, RuntimeConfig};
 use crate::http::{self, HttpContext};
@@ -96,6 +102,7 @@ pub struct Agent {
     bootstrap: bool,
     addrs: BoundAddrs,
     members: Members,
+    gossip: Option<crate::gossip::GossipHandle>,
     control: AgentControl,
     control_rx: mpsc::Receiver<ControlRequest>,
     catalog: Option<ServerHandle>,
@@ -197,7 +204,7 @@ impl Agent {
             advertise_addr: advertise,
             server: cfg.server.enabled,
             bootstrap_expect: cfg.server.bootstrap_expect,
-            serf_lan_port: cfg.gossip.bind.port(),
+            serf_lan_port: addrs.serf.map_or(cfg.gossip.bind.port(), |a| a.port()),
             server_port: addrs.server.map(|a| a.port()),
         };
         let bootstrap = cfg.server.enabled && cfg.server.bootstrap;
@@ -212,6 +219,7 @@ impl Agent {
         let (fatal_tx, fatal_rx) = mpsc::channel(8);
 
         // --- the catalog server ---------------------------------------------------------------
+        let mut replica_servers = None;
         let (partial, catalog) = match listeners.server {
             Some(rpc_listener) => {
                 match start_server(
@@ -235,28 +243,73 @@ impl Agent {
                     Err(e) => return Err(partial.abort(e).await),
                 }
             }
-            None => {
-                tracing::info!(
-                    "client agent: there is no catalog here until cluster support (gossip and \
-                     RPC to the servers) lands; the catalog and health endpoints answer \
-                     'No known Consul servers' and DNS names under the cluster domain answer \
-                     SERVFAIL, while forwarding to the recursors works"
-                );
-                (partial, None)
-            }
+            // A client agent: an in-memory replica streamed from the servers gossip finds.
+            None => match replica::start(&node.datacenter, partial.server_stop.clone()) {
+                Ok((handle, servers)) => {
+                    replica_servers = Some(servers);
+                    (
+                        Partial {
+                            catalog: Some(handle.clone()),
+                            ..partial
+                        },
+                        Some(handle),
+                    )
+                }
+                Err(e) => return Err(partial.abort(e).await),
+            },
         };
 
         // --- membership and leader duties -------------------------------------------------------
         let members = Members::new(vec![self_member(&node, bootstrap)]);
+        // Gossip runs on its own thread; it stops with the server stage (after a leave).
+        let gossip = match listeners.serf {
+            Some((udp, tcp)) => {
+                let gcfg = gossip_config(&cfg, &node, bootstrap);
+                match crate::gossip::start(
+                    gcfg,
+                    udp,
+                    tcp,
+                    members.clone(),
+                    partial.server_stop.child_token(),
+                ) {
+                    Ok(g) => Some(g),
+                    Err(e) => {
+                        let msg = format!("cannot start gossip: {e}");
+                        return Err(partial.abort(msg).await);
+                    }
+                }
+            }
+            None => None,
+        };
         let reconcile_ctx = ReconcileContext {
             datacenter: node.datacenter.clone(),
             self_name: node.name.clone(),
         };
-        if let Some(c) = &catalog {
+        if let Some(servers) = replica_servers {
+            front_tasks.spawn(replica::follow_servers(
+                members.clone(),
+                node.datacenter.clone(),
+                servers,
+                partial.front.clone(),
+            ));
+        }
+        if let Some(c) = catalog.as_ref().filter(|c| !c.is_replica()) {
             front_tasks.spawn(leader::run(
                 c.clone(),
                 members.clone(),
                 reconcile_ctx.clone(),
+                partial.front.clone(),
+            ));
+            // Raft cluster formation (bootstrap_expect) and the leader's server membership.
+            let settings = cluster::ClusterSettings::new(
+                node.datacenter.clone(),
+                c.node_id(),
+                cfg.server.bootstrap_expect,
+            );
+            front_tasks.spawn(cluster::run(
+                c.clone(),
+                members.clone(),
+                settings,
                 partial.front.clone(),
             ));
         }
@@ -347,6 +400,7 @@ impl Agent {
             bootstrap,
             addrs,
             members,
+            gossip,
             control,
             control_rx,
             catalog,
@@ -391,7 +445,7 @@ impl Agent {
         self.members.clone()
     }
 
-    /// The catalog server, on servers.
+    /// The catalog: the Raft server on servers, the streamed replica on client agents.
     pub fn catalog(&self) -> Option<&ServerHandle> {
         self.catalog.as_ref()
     }
@@ -535,25 +589,45 @@ impl Agent {
             }
         }
         self.members.set(list.clone());
-        let Some(catalog) = &self.catalog else {
+        // A client agent has nothing to write: the leader deregisters it once gossip tells.
+        let Some(catalog) = self.catalog.as_ref().filter(|c| !c.is_replica()) else {
             tracing::info!("graceful leave complete");
             return;
         };
-        if !catalog.is_leader() {
+        let mut deregistered = false;
+        if catalog.is_leader() {
+            let work = async {
+                leader::reconcile_once(catalog, &list, &self.reconcile_ctx).await?;
+                leader::deregister_self(catalog, &self.reconcile_ctx).await
+            };
+            match tokio::time::timeout(LEAVE_TIMEOUT, work).await {
+                Ok(Ok(())) => deregistered = true,
+                Ok(Err(e)) => tracing::warn!(error = %e, "graceful leave: deregistration failed"),
+                Err(_) => tracing::warn!("graceful leave: deregistration timed out"),
+            }
+        } else {
             // A follower's node is removed by the leader once gossip tells it about the leave.
-            tracing::info!(
-                "graceful leave complete (not the leader: the leader deregisters this node)"
-            );
-            return;
+            tracing::info!("graceful leave: the leader deregisters this node");
         }
-        let work = async {
-            leader::reconcile_once(catalog, &list, &self.reconcile_ctx).await?;
-            leader::deregister_self(catalog, &self.reconcile_ctx).await
-        };
-        match tokio::time::timeout(LEAVE_TIMEOUT, work).await {
-            Ok(Ok(())) => tracing::info!("graceful leave complete: this node is deregistered"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "graceful leave: deregistration failed"),
-            Err(_) => tracing::warn!("graceful leave: deregistration timed out"),
+        // Leave the Raft configuration too (Consul: a leaving server is removed so the quorum
+        // shrinks with it); a single server keeps its state and can start again alone.
+        match tokio::time::timeout(LEAVE_TIMEOUT, cluster::leave_raft(catalog)).await {
+            Ok(Ok(true)) => {
+                tracing::info!(
+                    deregistered,
+                    "graceful leave complete: removed from the raft configuration"
+                );
+            }
+            Ok(Ok(false)) if deregistered => {
+                tracing::info!("graceful leave complete: this node is deregistered");
+            }
+            Ok(Ok(false)) => tracing::info!("graceful leave complete"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "graceful leave: removal from the raft configuration failed");
+            }
+            Err(_) => {
+                tracing::warn!("graceful leave: removal from the raft configuration timed out");
+            }
         }
     }
 
@@ -573,6 +647,10 @@ impl Agent {
         }
         if leave {
             self.leave().await;
+            // Serf's leave comes last, as in Consul: the others then list this agent `left`.
+            if let Some(g) = &self.gossip {
+                g.leave().await;
+            }
         }
         if let Some(reply) = reply {
             let _ = reply.send(());
@@ -589,6 +667,9 @@ impl Agent {
             catalog.shutdown().await;
         }
         self.server_stop.cancel();
+        if let Some(g) = &self.gossip {
+            g.stop().await;
+        }
         self.server_tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, self.server_tasks.wait())
             .await
@@ -602,6 +683,37 @@ impl Agent {
         drop(self.dev_dir);
         tracing::info!("shutdown complete");
         code
+    }
+}
+
+/// How long left members stay listed (serf's `TombstoneTimeout`).
+pub const TOMBSTONE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// The gossip settings from the configuration (snapshot in `<data_dir>/serf/local.snapshot`).
+fn gossip_config(
+    cfg: &RuntimeConfig,
+    node: &NodeIdentity,
+    bootstrap: bool,
+) -> crate::gossip::GossipConfig {
+    let g = &cfg.gossip;
+    crate::gossip::GossipConfig {
+        identity: crate::gossip::GossipId::from_node(
+            node,
+            bootstrap,
+            build_tag(),
+            crate::gossip::initial_bump(),
+        ),
+        key: g.encrypt_key.as_ref().map(|k| k.as_bytes().to_vec()),
+        verify_incoming: g.encrypt_verify_incoming,
+        verify_outgoing: g.encrypt_verify_outgoing,
+        retry_join: g.retry_join.clone(),
+        retry_interval: g.retry_interval,
+        retry_max: g.retry_max,
+        rejoin_after_leave: g.rejoin_after_leave,
+        reconnect_timeout: g.reconnect_timeout,
+        tombstone_timeout: TOMBSTONE_TIMEOUT,
+        snapshot: Some(cfg.data_dir.join("serf").join("local.snapshot")),
+        timing: crate::gossip::Timing::lan(),
     }
 }
 
@@ -667,18 +779,17 @@ async fn start_server(
         if initialized {
             tracing::info!("raft state found; this server rejoins its cluster");
         } else {
-            tracing::warn!(
+            tracing::info!(
                 expect = cfg.server.bootstrap_expect,
                 "bootstrap_expect: this server waits for {} servers found through gossip \
-                 before the first election; gossip is not in this build yet, so there is no \
-                 leader (and no catalog writes) until it lands",
+                 before the first election",
                 cfg.server.bootstrap_expect
             );
         }
     } else if !handle.is_initialized().await.unwrap_or(false) {
         tracing::warn!(
             "server without bootstrap or bootstrap_expect: it waits to be added to an existing \
-             cluster (that needs gossip, which is not in this build yet)"
+             cluster by its leader, once gossip has joined them"
         );
     }
     Ok(handle)
@@ -760,18 +871,12 @@ pub fn banner(
                 port(cfg.ports.serf_wan)
             ),
         ),
-        // Nothing gossips yet, so nothing is encrypted: say so even when a key is set, and
-        // say why the key does nothing.
+        // Consul prints whether gossip is encrypted (a key is set and outgoing is sealed).
         line(
             "Encrypt",
             format!(
-                "Gossip: false{}, TLS-Outgoing: false, TLS-Incoming: false, \
-                 Auto-Encrypt-TLS: false",
-                if cfg.gossip.encrypt_key.is_some() {
-                    " (key validated; gossip is not implemented yet)"
-                } else {
-                    ""
-                }
+                "Gossip: {}, TLS-Outgoing: false, TLS-Incoming: false, Auto-Encrypt-TLS: false",
+                cfg.gossip.encrypt_key.is_some() && cfg.gossip.encrypt_verify_outgoing
             ),
         ),
     ]
@@ -965,6 +1070,7 @@ mod tests {
             http: vec!["127.0.0.1:8500".parse().unwrap()],
             dns: vec![],
             server: Some("127.0.0.1:8300".parse().unwrap()),
+            serf: Some("127.0.0.1:8301".parse().unwrap()),
         };
         let lines = banner(&cfg, &node, true, &addrs);
         assert_eq!(
@@ -990,14 +1096,14 @@ mod tests {
                 .iter()
                 .any(|l| l.starts_with("           Encrypt: Gossip: false,"))
         );
-        // A gossip key is validated, but nothing gossips: the banner must not claim encryption.
+        // With a key, gossip is sealed and the banner says so.
         let key = "-encrypt=ZWZnaGlqa2xtbm9wcXJzdHV2d3h5ent8fX5/gIGCg4Q=";
         let cfg = load(&[&data, "-server", "-bootstrap", "-bind=127.0.0.1", key]);
         let lines = banner(&cfg, &node, true, &addrs);
         assert!(
             lines.contains(
-                &"           Encrypt: Gossip: false (key validated; gossip is not implemented \
-                  yet), TLS-Outgoing: false, TLS-Incoming: false, Auto-Encrypt-TLS: false"
+                &"           Encrypt: Gossip: true, TLS-Outgoing: false, TLS-Incoming: false, \
+                  Auto-Encrypt-TLS: false"
                     .to_owned()
             ),
             "{lines:?}"
@@ -1222,22 +1328,120 @@ mod tests {
         reopened.shutdown().await;
     }
 
+    /// A plain HTTP/1.1 GET; returns (status, headers and body as text).
+    async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut text))
+            .await
+            .expect("an HTTP answer within 30 s")
+            .unwrap();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, text)
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn client_agent_forwards_but_has_no_zone_yet() {
-        let dir = tempfile::tempdir().unwrap();
-        let args = agent_args(dir.path(), &[]);
+    async fn client_agent_reads_and_syncs_through_its_servers() {
+        let server_dir = tempfile::tempdir().unwrap();
+        let args = agent_args(
+            server_dir.path(),
+            &["-server", "-bootstrap", "-dns-port=-1"],
+        );
         let loaded = config::load_with_hostname(&args, "h").unwrap();
-        let agent = Agent::start(args, loaded, AgentOptions::default())
+        let server = Agent::start(args, loaded, AgentOptions::default())
             .await
             .unwrap();
-        assert!(agent.catalog().is_none());
-        assert!(agent.addrs().server.is_none());
-        assert_eq!(agent.members().current()[0].tags["role"], "node");
-        let dns = agent.addrs().dns[0];
-        // No catalog: names in the zone are SERVFAIL (the dns crate's "never heard from a
-        // leader"), not a made-up NXDOMAIN.
+
+        let client_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(client_dir.path().join("conf")).unwrap();
+        std::fs::write(
+            client_dir.path().join("conf/web.json"),
+            r#"{"service": {"name": "web", "port": 8080}}"#,
+        )
+        .unwrap();
+        let args = agent_args(client_dir.path(), &["-node=node-b"]);
+        let loaded = config::load_with_hostname(&args, "h").unwrap();
+        let client = Agent::start(args, loaded, AgentOptions::default())
+            .await
+            .unwrap();
+        let server_serf = server.addrs().serf.expect("the server gossips");
+        assert!(client.catalog().is_some_and(ServerHandle::is_replica));
+        assert!(client.addrs().server.is_none());
+        assert_eq!(client.members().current()[0].tags["role"], "node");
+        let (dns, http) = (client.addrs().dns[0], client.addrs().http[0]);
+
+        // No server known yet: names in the zone are SERVFAIL (never heard from a leader, not
+        // a made-up NXDOMAIN) and catalog reads say so, as Consul does.
         assert_eq!(dns_query(dns, "web.service.consul", 1).await.0, 2);
-        assert_eq!(agent.shutdown(false, None).await, 0);
+        let (status, text) = http_get(http, "/v1/catalog/nodes").await;
+        assert_eq!(status, 500, "{text}");
+        assert!(text.ends_with("No known Consul servers"), "{text}");
+
+        // The client joins the server through gossip; the server's member (role consul,
+        // its RPC port tag) becomes the replica's server.
+        let joined = client
+            .members()
+            .join(vec![server_serf.to_string()])
+            .await
+            .unwrap();
+        assert_eq!(joined, 1);
+
+        // Anti-entropy brings the client's config-file service to the catalog through the
+        // server, and the client's DNS and HTTP answer from its replica.
+        let catalog = server.catalog().unwrap().clone();
+        wait_for("node-b's web service in the catalog", || {
+            let catalog = catalog.clone();
+            async move {
+                catalog
+                    .read(muster_server::Consistency::Stale, |c| {
+                        c.service("node-b", "web").is_some()
+                    })
+                    .await
+                    .is_ok_and(|(found, _)| found)
+            }
+        })
+        .await;
+        wait_for("web.service.consul on the client", || async move {
+            dns_query(dns, "web.service.consul", 1).await == (0, 1)
+        })
+        .await;
+        assert_eq!(dns_query(dns, "node-a.node.consul", 1).await, (0, 1));
+        let (status, text) = http_get(http, "/v1/catalog/service/web").await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("\"Node\":\"node-b\""), "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("x-consul-knownleader: true"),
+            "{text}"
+        );
+        let (status, text) = http_get(http, "/v1/catalog/nodes?stale").await;
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("node-a") && text.contains("node-b"), "{text}");
+
+        // The server goes away: DNS and stale reads keep answering from the replica
+        // (max_stale defaults to ten years), default reads say there is no server.
+        assert_eq!(server.shutdown(false, None).await, 0);
+        wait_for("default reads to fail without a server", || async move {
+            let (status, text) = http_get(http, "/v1/catalog/nodes").await;
+            status == 500 && text.ends_with("No known Consul servers")
+        })
+        .await;
+        assert_eq!(dns_query(dns, "web.service.consul", 1).await, (0, 1));
+        let (status, text) = http_get(http, "/v1/catalog/service/web?stale").await;
+        assert_eq!(status, 200, "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("x-consul-knownleader: false"),
+            "{text}"
+        );
+        assert_eq!(client.shutdown(false, None).await, 0);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,8 @@
 //! Layout:
 //! - `store`: the openraft log store and state machine over [`crate::storage`] (redb);
 //! - `network`: outbound Raft RPCs over HTTP (one shared `reqwest::Client`);
-//! - `rpc`: the inbound axum router (Raft RPCs, forwarded writes, read-index);
+//! - `rpc`: the inbound axum router (Raft RPCs, forwarded writes, read-index, replica stream);
+//! - `stream`: the ring of recently applied entries and the replica stream's long poll;
 //! - `server`: [`CatalogServer::start`] and the [`ServerHandle`] the agent uses.
 //!
 //! Wire invariants: log entries, snapshot metadata and RPC bodies are JSON; every RPC body is
@@ -18,6 +19,7 @@ mod network;
 mod rpc;
 mod server;
 mod store;
+mod stream;
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -30,9 +32,13 @@ use crate::catalog::Catalog;
 use crate::catalog::command::{Command, CommandResult};
 use crate::watch::TableWatches;
 
+// What the client side of the replica (`crate::replica`) needs to speak the RPC protocol.
+pub(crate) use network::{PATH_READ_INDEX, PATH_WRITE, PostError, Reply, encode_request};
+pub(crate) use rpc::{ForwardError, ForwardWrite};
+
 pub use server::{
-    CatalogServer, Consistency, RaftRole, RaftStatus, ReadMeta, ServerHandle, ServerInfo,
-    WriteOutcome,
+    CatalogServer, Consistency, PeerStatus, RaftConfiguration, RaftRole, RaftServerState,
+    RaftStatus, ReadMeta, ServerHandle, ServerInfo, WriteOutcome,
 };
 
 /// A Raft server as recorded in the cluster membership.
@@ -71,6 +77,8 @@ pub(crate) struct SmState {
     catalog: Catalog,
     last_applied: Option<LogId>,
     last_membership: StoredMembership,
+    /// The last applied entries, for replica streams; always ends at `last_applied`.
+    ring: stream::ChangeRing,
 }
 
 /// State shared by the state machine (the only writer), the handle and the RPC router.
@@ -82,16 +90,21 @@ pub(crate) struct Shared {
     last_leader_contact: Mutex<Option<Instant>>,
     /// The last committed index this node persisted.
     committed_index: Mutex<Option<u64>>,
+    /// The last applied index, published after each applied batch or installed snapshot
+    /// (wakes replica long polls, also for entries that do not touch the catalog).
+    applied: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
     fn new(state: SmState) -> Arc<Self> {
         let watches = TableWatches::new(state.catalog.indexes());
+        let applied = tokio::sync::watch::Sender::new(state.last_applied.map_or(0, |l| l.index));
         Arc::new(Shared {
             state: RwLock::new(state),
             watches,
             last_leader_contact: Mutex::new(None),
             committed_index: Mutex::new(None),
+            applied,
         })
     }
 }

@@ -6,8 +6,11 @@
 //! every request carries the timeout openraft gives (`RPCOption::hard_ttl`) or the caller's
 //! remaining budget; connect failures map to `Unreachable` (openraft backs off), other
 //! transport failures to `Network`, and errors the remote Raft reports come back as
-//! `RemoteError`. Bodies are versioned envelopes.
+//! `RemoteError`. Bodies are versioned envelopes. A peer's address is resolved on every call:
+//! the one gossip last reported ([`PeerAddrs`]) wins over the one recorded in the Raft
+//! membership, so a cluster whose servers all restarted on new addresses can still elect.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +40,9 @@ pub(crate) const PATH_VOTE: &str = "/raft/v1/vote";
 pub(crate) const PATH_SNAPSHOT: &str = "/raft/v1/snapshot";
 pub(crate) const PATH_WRITE: &str = "/rpc/v1/write";
 pub(crate) const PATH_READ_INDEX: &str = "/rpc/v1/read-index";
+pub(crate) const PATH_PEERS: &str = "/rpc/v1/peers";
+pub(crate) const PATH_REMOVE_SERVER: &str = "/rpc/v1/remove-server";
+pub(crate) const PATH_CONFIGURATION: &str = "/rpc/v1/raft-configuration";
 
 /// Request envelope.
 #[derive(Serialize, Deserialize)]
@@ -157,16 +163,43 @@ pub(crate) async fn post<T: DeserializeOwned>(
     Ok(reply.result)
 }
 
+/// Server RPC addresses learned from gossip, by Raft id. They override the addresses recorded
+/// in the Raft membership, which go stale when a server comes back on another address; the
+/// leader then writes the new address into the membership, but until a leader exists only
+/// this book lets the servers reach each other.
+#[derive(Debug, Default)]
+pub(crate) struct PeerAddrs {
+    book: parking_lot::RwLock<BTreeMap<NodeId, String>>,
+}
+
+impl PeerAddrs {
+    /// The address to use for `id`: gossip's, else the recorded one.
+    pub(crate) fn resolve(&self, id: NodeId, recorded: &str) -> String {
+        self.book
+            .read()
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| recorded.to_owned())
+    }
+
+    /// Replaces the whole book (gossip's current view of the servers).
+    pub(crate) fn replace(&self, book: BTreeMap<NodeId, String>) {
+        *self.book.write() = book;
+    }
+}
+
 /// openraft's connection factory.
 pub(crate) struct Network {
     pub(crate) client: reqwest::Client,
+    pub(crate) peers: Arc<PeerAddrs>,
 }
 
-/// A connection to one peer (just its address; the client pools sockets).
+/// A connection to one peer (its id and recorded address; the client pools sockets).
 pub(crate) struct Connection {
     client: reqwest::Client,
     target: NodeId,
-    addr: String,
+    recorded: String,
+    peers: Arc<PeerAddrs>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -176,12 +209,18 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Connection {
             client: self.client.clone(),
             target,
-            addr: node.rpc_addr.clone(),
+            recorded: node.rpc_addr.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
 
 impl Connection {
+    /// Resolved per call: openraft keeps connections for a long time.
+    fn addr(&self) -> String {
+        self.peers.resolve(self.target, &self.recorded)
+    }
+
     async fn call<Resp, E>(
         &self,
         path: &str,
@@ -192,7 +231,8 @@ impl Connection {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let result: Result<Resp, E> = post(&self.client, &self.addr, path, body, option.hard_ttl())
+        let addr = self.addr();
+        let result: Result<Resp, E> = post(&self.client, &addr, path, body, option.hard_ttl())
             .await
             .map_err(|e| match &e {
                 PostError::Connect { .. } => RPCError::Unreachable(Unreachable::new(&e)),
@@ -205,7 +245,7 @@ impl Connection {
         &self,
         body: &T,
     ) -> Result<Vec<u8>, RPCError<NodeId, ServerNode, E>> {
-        encode_request(&self.addr, body).map_err(|e| RPCError::Network(NetworkError::new(&e)))
+        encode_request(&self.addr(), body).map_err(|e| RPCError::Network(NetworkError::new(&e)))
     }
 }
 

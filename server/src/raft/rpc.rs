@@ -1,5 +1,7 @@
 //! The inbound RPC router served on the server port: Raft's append/vote/snapshot, writes
-//! forwarded by followers, and the read-index call behind follower `?consistent` reads.
+//! forwarded by followers, the read-index call behind follower `?consistent` reads, the
+//! "do you have Raft state" question of a bootstrapping peer, removals from the Raft
+//! configuration forwarded to the leader, and the leader's view of that configuration.
 //!
 //! Invariants: bodies are bounded ([`MAX_RPC_BODY`]); envelopes from a newer RPC version are
 //! refused with 400 rather than misread; a forwarded write is only ever applied locally (never
@@ -20,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
 use super::network::{
-    Envelope, MAX_RPC_BODY, PATH_APPEND, PATH_READ_INDEX, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE,
-    RPC_VERSION, Reply,
+    Envelope, MAX_RPC_BODY, PATH_APPEND, PATH_CONFIGURATION, PATH_PEERS, PATH_READ_INDEX,
+    PATH_REMOVE_SERVER, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE, RPC_VERSION, Reply,
 };
-use super::server::{Inner, WriteOutcome};
+use super::server::{Inner, PeerStatus, RaftConfiguration, WriteOutcome, remove_forwarded};
 use crate::catalog::command::{Command, ValidationError};
 use crate::error::ServerError;
 
@@ -82,6 +84,19 @@ impl From<ServerError> for ForwardError {
 pub(crate) type ForwardWriteReply = Result<WriteOutcome, ForwardError>;
 /// Reply to a read-index request: the index a linearizable read must wait for.
 pub(crate) type ReadIndexReply = Result<u64, ForwardError>;
+/// Reply to a bootstrapping peer's question about our Raft state.
+pub(crate) type PeersReply = Result<PeerStatus, ForwardError>;
+
+/// A removal from the Raft configuration, asked of the leader.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct RemoveServer {
+    pub(crate) id: u64,
+}
+
+/// Reply to a forwarded removal.
+pub(crate) type RemoveServerReply = Result<(), ForwardError>;
+/// Reply to a configuration request (answered by the leader only).
+pub(crate) type ConfigurationReply = Result<RaftConfiguration, ForwardError>;
 
 /// Builds the router over the server's internals.
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
@@ -91,6 +106,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_WRITE, post(write))
         .route(PATH_READ_INDEX, post(read_index))
+        .route(crate::replica::wire::PATH_STREAM, post(stream))
+        .route(PATH_PEERS, post(peers))
+        .route(PATH_REMOVE_SERVER, post(remove_server))
+        .route(PATH_CONFIGURATION, post(configuration))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         .with_state(inner)
 }
@@ -185,5 +204,41 @@ async fn read_index(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         return resp;
     }
     let result: ReadIndexReply = inner.leader_read_index().await.map_err(ForwardError::from);
+    reply(result)
+}
+
+async fn peers(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    if let Err(resp) = parse::<()>(&body) {
+        return resp;
+    }
+    let result: PeersReply = inner.local_peer_status().await.map_err(ForwardError::from);
+    reply(result)
+}
+
+async fn remove_server(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let req: RemoveServer = match parse(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let result: RemoveServerReply = remove_forwarded(inner, req.id)
+        .await
+        .map_err(ForwardError::from);
+    reply(result)
+}
+
+/// A client agent's replica asks for the changes after its position (long poll).
+async fn stream(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let req: crate::replica::wire::StreamRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    reply(super::stream::serve(&inner, req).await)
+}
+
+async fn configuration(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    if let Err(resp) = parse::<()>(&body) {
+        return resp;
+    }
+    let result: ConfigurationReply = inner.leader_configuration().map_err(ForwardError::from);
     reply(result)
 }

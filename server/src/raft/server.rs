@@ -1,6 +1,8 @@
 //! [`CatalogServer::start`] and the [`ServerHandle`]: writes (proposed locally or forwarded to
 //! the leader), reads at the three consistency levels, blocking-query waits, cluster bootstrap
-//! and membership, status, and shutdown.
+//! and membership, status, and shutdown. On a client agent the same handle fronts the catalog
+//! replica (`crate::replica`): reads, writes, waits, status and shutdown go there, and the
+//! server-only calls (bootstrap, Raft membership) fail with [`ServerError::NotServer`].
 //!
 //! Invariants:
 //! - every wait is bounded: writes, `?consistent` reads and default reads on a follower retry
@@ -27,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::network::{
-    Network, PATH_READ_INDEX, PATH_WRITE, PostError, encode_request, http_client, post,
+    Network, PATH_READ_INDEX, PATH_WRITE, PeerAddrs, PostError, encode_request, http_client, post,
 };
 use super::rpc::{ForwardWrite, ForwardWriteReply, ReadIndexReply};
 use super::store::{self};
@@ -37,7 +39,13 @@ use crate::catalog::model::Index;
 use crate::catalog::{Catalog, Table, TableIndexes};
 use crate::config::ServerConfig;
 use crate::error::ServerError;
+use crate::replica::ReplicaHandle;
 use crate::storage::Storage;
+
+mod membership;
+
+pub(crate) use membership::remove_forwarded;
+pub use membership::{PeerStatus, RaftConfiguration, RaftServerState};
 
 /// How long shutdown waits for Raft and then for the storage thread.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -154,6 +162,8 @@ pub(crate) struct Inner {
     raft: Raft,
     shared: Arc<Shared>,
     client: reqwest::Client,
+    /// Peer addresses from gossip (they win over the membership's; see `network`).
+    peers: Arc<PeerAddrs>,
     storage: parking_lot::Mutex<Option<Storage>>,
     /// Cancelled when shutdown begins: wakes blocking queries and retry loops.
     stop: CancellationToken,
@@ -162,10 +172,22 @@ pub(crate) struct Inner {
     leadership: watch::Receiver<bool>,
 }
 
-/// A handle to a running catalog server. Cheap to clone.
+/// A handle to the catalog: a running catalog server, or a client agent's replica of it
+/// ([`crate::CatalogReplica`]). Both answer the same reads, writes and waits; Raft
+/// membership and bootstrap are server-only ([`ServerError::NotServer`] on a replica).
+/// Cheap to clone.
 #[derive(Clone)]
 pub struct ServerHandle {
-    inner: Arc<Inner>,
+    role: Role,
+}
+
+/// What a handle drives.
+#[derive(Clone)]
+enum Role {
+    /// A Raft server in this process.
+    Server(Arc<Inner>),
+    /// A client agent's replica, streamed from the servers.
+    Replica(ReplicaHandle),
 }
 
 fn fatal(f: Fatal<NodeId>) -> ServerError {
@@ -216,8 +238,10 @@ impl CatalogServer {
         let client = http_client().map_err(ServerError::Config)?;
 
         let (storage, log_store, state_machine, shared) = store::open(data_dir).await?;
+        let peers = Arc::new(PeerAddrs::default());
         let network = Network {
             client: client.clone(),
+            peers: peers.clone(),
         };
         let raft = match Raft::new(
             config.node_id,
@@ -242,6 +266,7 @@ impl CatalogServer {
             raft,
             shared,
             client,
+            peers,
             storage: parking_lot::Mutex::new(Some(storage)),
             stop,
             shutdown_done: tokio::sync::Mutex::new(false),
@@ -249,7 +274,7 @@ impl CatalogServer {
             leadership,
         });
         spawn_shutdown_watch(Arc::downgrade(&inner), shutdown);
-        Ok(ServerHandle { inner })
+        Ok(ServerHandle::from_inner(inner))
     }
 }
 
@@ -287,7 +312,7 @@ fn spawn_shutdown_watch(inner: Weak<Inner>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 if let Some(inner) = inner.upgrade() {
-                    ServerHandle { inner }.shutdown().await;
+                    ServerHandle::from_inner(inner).shutdown().await;
                 }
             }
             _ = stop.cancelled() => {}
@@ -304,6 +329,20 @@ impl Inner {
         *self.shared.last_leader_contact.lock() = Some(Instant::now());
     }
 
+    /// The state shared with the state machine (for the replica stream).
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// Cancelled when shutdown begins.
+    pub(crate) fn stopping(&self) -> &CancellationToken {
+        &self.stop
+    }
+
+    pub(crate) fn datacenter(&self) -> &str {
+        &self.config.datacenter
+    }
+
     fn self_node(&self) -> ServerNode {
         ServerNode {
             name: self.config.node_name.clone(),
@@ -318,7 +357,7 @@ impl Inner {
             Some(id) if id == self.config.node_id && m.state == ServerState::Leader => Leader::Me,
             Some(id) if id == self.config.node_id => Leader::Unknown,
             Some(id) => match m.membership_config.membership().get_node(&id) {
-                Some(node) => Leader::Other(node.rpc_addr.clone()),
+                Some(node) => Leader::Other(self.peers.resolve(id, &node.rpc_addr)),
                 None => Leader::Unknown,
             },
             None => Leader::Unknown,
@@ -498,30 +537,60 @@ impl Inner {
 }
 
 impl ServerHandle {
-    /// This server's Raft id.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> ServerHandle {
+        ServerHandle {
+            role: Role::Server(inner),
+        }
+    }
+
+    pub(crate) fn from_replica(replica: ReplicaHandle) -> ServerHandle {
+        ServerHandle {
+            role: Role::Replica(replica),
+        }
+    }
+
+    /// The server's internals; [`ServerError::NotServer`] on a replica.
+    fn server(&self) -> Result<&Arc<Inner>, ServerError> {
+        match &self.role {
+            Role::Server(inner) => Ok(inner),
+            Role::Replica(_) => Err(ServerError::NotServer),
+        }
+    }
+
+    /// Whether this handle is a client agent's replica rather than a Raft server.
+    pub fn is_replica(&self) -> bool {
+        matches!(self.role, Role::Replica(_))
+    }
+
+    /// This server's Raft id (0 on a replica, which has none).
     pub fn node_id(&self) -> u64 {
-        self.inner.config.node_id
+        self.server().map_or(0, |inner| inner.config.node_id)
     }
 
-    /// The config the server runs with.
-    pub fn config(&self) -> &ServerConfig {
-        &self.inner.config
+    /// The config the server runs with (`None` on a replica).
+    pub fn config(&self) -> Option<&ServerConfig> {
+        self.server().ok().map(|inner| &inner.config)
     }
 
-    /// The inbound RPC router (Raft, forwarded writes, read-index) to serve on the server port.
+    /// The inbound RPC router (Raft, forwarded writes, read-index, the replica stream) to serve
+    /// on the server port. A replica serves nothing: its router is empty.
     pub fn rpc_router(&self) -> axum::Router {
-        super::rpc::router(self.inner.clone())
+        match &self.role {
+            Role::Server(inner) => super::rpc::router(inner.clone()),
+            Role::Replica(_) => axum::Router::new(),
+        }
     }
 
     /// Whether this server has Raft state (a bootstrapped or joined cluster).
     pub async fn is_initialized(&self) -> Result<bool, ServerError> {
-        self.inner.raft.is_initialized().await.map_err(fatal)
+        self.server()?.raft.is_initialized().await.map_err(fatal)
     }
 
     /// `bootstrap_expect = 1` / dev mode: form a cluster of this server alone. Idempotent: a
     /// server that already has Raft state is left as it is. Returns whether it bootstrapped.
     pub async fn bootstrap_single(&self) -> Result<bool, ServerError> {
-        let me = BTreeMap::from([(self.inner.config.node_id, self.inner.self_node())]);
+        let inner = self.server()?;
+        let me = BTreeMap::from([(inner.config.node_id, inner.self_node())]);
         self.bootstrap(me).await
     }
 
@@ -529,11 +598,12 @@ impl ServerHandle {
     /// server once `bootstrap_expect` servers are known; "already initialized" is not an
     /// error. Returns whether this call bootstrapped.
     pub async fn bootstrap(&self, members: BTreeMap<u64, ServerNode>) -> Result<bool, ServerError> {
-        self.inner.ensure_open()?;
+        let inner = self.server()?;
+        inner.ensure_open()?;
         if self.is_initialized().await? {
             return Ok(false);
         }
-        match self.inner.raft.initialize(members).await {
+        match inner.raft.initialize(members).await {
             Ok(()) => Ok(true),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
             Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
@@ -544,7 +614,7 @@ impl ServerHandle {
     }
 
     fn ensure_leader(&self) -> Result<(), ServerError> {
-        match self.inner.leader() {
+        match self.server()?.leader() {
             Leader::Me => Ok(()),
             Leader::Other(addr) => Err(ServerError::NotLeader { leader: Some(addr) }),
             Leader::Unknown => Err(ServerError::NoLeader),
@@ -554,14 +624,15 @@ impl ServerHandle {
     /// Adds a server as a voter (leader only): as a learner first, waiting until it has caught
     /// up, then promoted through a joint-consensus membership change.
     pub async fn add_voter(&self, id: u64, node: ServerNode) -> Result<(), ServerError> {
-        self.inner.ensure_open()?;
+        let inner = self.server()?;
+        inner.ensure_open()?;
         self.ensure_leader()?;
-        self.inner
+        inner
             .raft
             .add_learner(id, node, true)
             .await
             .map_err(client_write_error)?;
-        self.inner
+        inner
             .raft
             .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
             .await
@@ -572,10 +643,11 @@ impl ServerHandle {
     /// Removes a server (voter or learner) from the Raft configuration (leader only); a server
     /// that is not a member is a no-op.
     pub async fn remove_server(&self, id: u64) -> Result<(), ServerError> {
-        self.inner.ensure_open()?;
+        let inner = self.server()?;
+        inner.ensure_open()?;
         self.ensure_leader()?;
         let (is_voter, is_member) = {
-            let m = self.inner.raft.metrics();
+            let m = inner.raft.metrics();
             let m = m.borrow();
             let membership = m.membership_config.membership();
             (
@@ -592,7 +664,7 @@ impl ServerHandle {
         } else {
             ChangeMembers::RemoveNodes(ids)
         };
-        self.inner
+        inner
             .raft
             .change_membership(change, false)
             .await
@@ -604,7 +676,10 @@ impl ServerHandle {
     /// RPC port on a follower, retried across elections for up to `rpc_hold_timeout`. Register
     /// and deregister are idempotent, so a retry after an indeterminate failure is safe.
     pub async fn write(&self, mut command: Command) -> Result<WriteOutcome, ServerError> {
-        let inner = &self.inner;
+        let inner = match &self.role {
+            Role::Server(inner) => inner,
+            Role::Replica(replica) => return replica.write(command).await,
+        };
         command.normalize();
         if let Command::Register(r) = &mut command
             && r.datacenter.is_empty()
@@ -654,7 +729,10 @@ impl ServerHandle {
         consistency: Consistency,
         f: impl FnOnce(&Catalog) -> R,
     ) -> Result<(R, ReadMeta), ServerError> {
-        let inner = &self.inner;
+        let inner = match &self.role {
+            Role::Server(inner) => inner,
+            Role::Replica(replica) => return replica.read(consistency, f).await,
+        };
         inner.ensure_open()?;
         match consistency {
             Consistency::Stale => {}
@@ -684,7 +762,10 @@ impl ServerHandle {
 
     /// The current per-table indexes of the local catalog.
     pub fn indexes(&self) -> TableIndexes {
-        self.inner.shared.state.read().catalog.indexes()
+        match &self.role {
+            Role::Server(inner) => inner.shared.state.read().catalog.indexes(),
+            Role::Replica(replica) => replica.indexes(),
+        }
     }
 
     /// Blocking-query wait: returns when any of `tables` moves past `index`, at `deadline`, or
@@ -695,27 +776,42 @@ impl ServerHandle {
         index: Index,
         deadline: Instant,
     ) -> Index {
-        self.inner
-            .shared
-            .watches
-            .wait_for_change(tables, index, deadline, &self.inner.stop)
-            .await
+        match &self.role {
+            Role::Server(inner) => {
+                inner
+                    .shared
+                    .watches
+                    .wait_for_change(tables, index, deadline, &inner.stop)
+                    .await
+            }
+            Role::Replica(replica) => replica.wait_for_change(tables, index, deadline).await,
+        }
     }
 
     /// Whether this server is the leader right now.
     pub fn is_leader(&self) -> bool {
-        *self.inner.leadership.borrow()
+        match &self.role {
+            Role::Server(inner) => *inner.leadership.borrow(),
+            Role::Replica(_) => false,
+        }
     }
 
     /// Follows leadership changes (true while this server leads), e.g. to run the leader-only
-    /// reconcile loop.
+    /// reconcile loop. Always false on a replica.
     pub fn leadership(&self) -> watch::Receiver<bool> {
-        self.inner.leadership.clone()
+        match &self.role {
+            Role::Server(inner) => inner.leadership.clone(),
+            Role::Replica(replica) => replica.leadership(),
+        }
     }
 
     /// Waits until some leader is known, up to `deadline`; returns its id.
     pub async fn wait_for_leader(&self, deadline: Instant) -> Option<u64> {
-        let mut metrics = self.inner.raft.metrics();
+        let inner = match &self.role {
+            Role::Server(inner) => inner,
+            Role::Replica(replica) => return replica.wait_for_leader(deadline).await,
+        };
+        let mut metrics = inner.raft.metrics();
         let found =
             tokio::time::timeout_at(deadline, metrics.wait_for(|m| m.current_leader.is_some()))
                 .await;
@@ -727,8 +823,12 @@ impl ServerHandle {
 
     /// The leader's RPC address (`/v1/status/leader`), if known.
     pub fn leader_addr(&self) -> Option<String> {
-        match self.inner.leader() {
-            Leader::Me => Some(self.inner.config.rpc_addr.clone()),
+        let inner = match &self.role {
+            Role::Server(inner) => inner,
+            Role::Replica(replica) => return replica.leader_addr(),
+        };
+        match inner.leader() {
+            Leader::Me => Some(inner.config.rpc_addr.clone()),
             Leader::Other(addr) => Some(addr),
             Leader::Unknown => None,
         }
@@ -744,9 +844,13 @@ impl ServerHandle {
             .collect()
     }
 
-    /// A snapshot of Raft state.
+    /// A snapshot of Raft state (on a replica: what the servers last told it, with role
+    /// [`RaftRole::Learner`] and node id 0).
     pub fn status(&self) -> RaftStatus {
-        let inner = &self.inner;
+        let inner = match &self.role {
+            Role::Server(inner) => inner,
+            Role::Replica(replica) => return replica.status(),
+        };
         let (meta, _) = inner.read_meta(Consistency::Stale);
         let m = inner.raft.metrics();
         let m = m.borrow();
@@ -790,7 +894,10 @@ impl ServerHandle {
 
     /// Stops Raft and closes the store (bounded, idempotent). Blocking queries wake up.
     pub async fn shutdown(&self) {
-        let inner = &self.inner;
+        let inner = match &self.role {
+            Role::Server(inner) => inner,
+            Role::Replica(replica) => return replica.shutdown().await,
+        };
         let mut done = inner.shutdown_done.lock().await;
         if *done {
             return;

@@ -10,6 +10,8 @@
 //!   in the same file: a snapshot is durable before `build_snapshot` returns (hence before
 //!   openraft purges the logs it covers) and before `install_snapshot` swaps the catalog in; on
 //!   start the latest snapshot is loaded and openraft re-applies committed entries after it.
+//! - every applied entry also goes into the replica ring (`stream`), under the same lock, and
+//!   the applied index is published after the lock is released (replica long polls wake).
 
 use std::fmt::Debug;
 use std::io::{self, Cursor};
@@ -24,6 +26,7 @@ use openraft::{
     StorageIOError,
 };
 
+use super::stream::{ChangeRing, RING_CAPACITY};
 use super::{
     Entry, LogId, Shared, SmState, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
     decode, encode,
@@ -113,6 +116,7 @@ fn build(
             catalog: Catalog::new(),
             last_applied: None,
             last_membership: StoredMembership::default(),
+            ring: ChangeRing::new(None, RING_CAPACITY),
         },
         Some((meta, data)) => {
             let meta: SnapshotMeta = decode(&meta).map_err(|e| corrupt("snapshot meta", e))?;
@@ -124,6 +128,7 @@ fn build(
                 catalog,
                 last_applied: meta.last_log_id,
                 last_membership: meta.last_membership,
+                ring: ChangeRing::new(meta.last_log_id, RING_CAPACITY),
             }
         }
     };
@@ -313,24 +318,32 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let mut results = Vec::new();
-        let indexes = {
+        let (indexes, applied) = {
             let mut st = self.shared.state.write();
             for entry in entries {
                 st.last_applied = Some(entry.log_id);
-                let result = match entry.payload {
-                    EntryPayload::Blank => CommandResult::Ok,
-                    EntryPayload::Normal(cmd) => st.catalog.apply(entry.log_id.index, &cmd),
+                let (result, command) = match entry.payload {
+                    EntryPayload::Blank => (CommandResult::Ok, None),
+                    EntryPayload::Normal(cmd) => {
+                        (st.catalog.apply(entry.log_id.index, &cmd), Some(cmd))
+                    }
                     EntryPayload::Membership(m) => {
                         st.last_membership = StoredMembership::new(Some(entry.log_id), m);
-                        CommandResult::Ok
+                        (CommandResult::Ok, None)
                     }
                 };
+                // Replicas re-apply the same command at the same index: same content, same
+                // indexes (rejected commands included: they change nothing there either).
+                st.ring.push(entry.log_id, command);
                 results.push(result);
             }
-            st.catalog.indexes()
+            (st.catalog.indexes(), st.last_applied)
         };
         // Wake blocking queries only after the lock is released, so they see the new state.
         self.shared.watches.publish(indexes);
+        self.shared
+            .applied
+            .send_replace(applied.map_or(0, |l| l.index));
         Ok(results)
     }
 
@@ -369,9 +382,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             st.catalog = catalog;
             st.last_applied = meta.last_log_id;
             st.last_membership = meta.last_membership.clone();
+            st.ring.reset(meta.last_log_id);
             st.catalog.indexes()
         };
         self.shared.watches.publish(indexes);
+        self.shared
+            .applied
+            .send_replace(meta.last_log_id.map_or(0, |l| l.index));
         Ok(())
     }
 

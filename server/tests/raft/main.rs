@@ -4,5 +4,6 @@
 mod blocking;
 mod cluster;
 mod durability;
+mod replica;
 mod single;
 mod support;

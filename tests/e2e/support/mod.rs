@@ -158,6 +158,7 @@ pub struct AgentBuilder {
     server: bool,
     loopback_flags: bool,
     data_dir_flag: bool,
+    ports_flags: bool,
     node: Option<String>,
 }
 
@@ -216,6 +217,13 @@ impl AgentBuilder {
         self
     }
 
+    /// No `-http-port 0 -dns-port 0 -server-port 0 -serf-lan-port 0`: the config files (or
+    /// Consul's defaults) choose the ports, which then stay the same across restarts.
+    pub fn ports_from_config(mut self) -> Self {
+        self.ports_flags = false;
+        self
+    }
+
     /// Lays out the temp dir and returns the full command line.
     fn prepare(&self, dir: &Path) -> Vec<String> {
         let data = dir.join("data");
@@ -225,11 +233,23 @@ impl AgentBuilder {
         for (name, content) in &self.files {
             std::fs::write(config.join(name), content).expect("config file");
         }
-        let mut args: Vec<String> = ["agent", "-http-port", "0", "-dns-port", "0"]
-            .into_iter()
-            .chain(["-server-port", "0"])
-            .map(String::from)
-            .collect();
+        let mut args = vec!["agent".to_owned()];
+        if self.ports_flags {
+            // Port 0 everywhere, gossip included, so parallel agents never collide.
+            args.extend(
+                [
+                    "-http-port",
+                    "0",
+                    "-dns-port",
+                    "0",
+                    "-server-port",
+                    "0",
+                    "-serf-lan-port",
+                    "0",
+                ]
+                .map(String::from),
+            );
+        }
         if self.loopback_flags {
             args.extend(["-bind", "127.0.0.1", "-client", "127.0.0.1"].map(String::from));
         }
@@ -277,6 +297,7 @@ impl AgentBuilder {
             http: "0.0.0.0:0".parse().expect("addr"),
             dns: "0.0.0.0:0".parse().expect("addr"),
             server: None,
+            serf: None,
             client: http_client(),
             dir: tmp,
         };
@@ -341,6 +362,8 @@ pub struct Agent {
     pub dns: SocketAddr,
     /// The server RPC address (servers only).
     pub server: Option<SocketAddr>,
+    /// The serf LAN (gossip) address, UDP and TCP.
+    pub serf: Option<SocketAddr>,
     client: reqwest::Client,
     // Last: removed after Drop has killed the process.
     dir: tempfile::TempDir,
@@ -357,6 +380,7 @@ impl Agent {
             server: true,
             loopback_flags: true,
             data_dir_flag: true,
+            ports_flags: true,
             node: Some(unique_node("e2e")),
         }
     }
@@ -443,6 +467,7 @@ impl Agent {
         self.http = field("http=").expect("http address in the ready line");
         self.dns = field("dns=").expect("dns address in the ready line");
         self.server = field("server=");
+        self.serf = field("serf=");
         if self.server.is_some() {
             self.wait_catalog().await;
         }
@@ -658,6 +683,11 @@ pub fn copy_example(example: &str, into: &Path, mut edit: impl FnMut(&str, &mut 
             .to_string_lossy()
             .into_owned();
         let text = std::fs::read_to_string(&path).expect("example file");
+        if !name.ends_with(".json") {
+            // HCL (and anything else) is copied as it is.
+            std::fs::write(dst.join(&name), text).expect("write copy");
+            continue;
+        }
         let mut value: Value =
             serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         edit(&name, &mut value);
