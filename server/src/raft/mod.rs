@@ -33,7 +33,9 @@ use crate::catalog::command::{Command, CommandResult};
 use crate::watch::TableWatches;
 
 // What the client side of the replica (`crate::replica`) needs to speak the RPC protocol.
-pub(crate) use network::{PATH_READ_INDEX, PATH_WRITE, PostError, Reply, encode_request};
+pub(crate) use network::{
+    PATH_READ_INDEX, PATH_WRITE, PostError, Reply, encode_request, http_client_with,
+};
 pub(crate) use rpc::{ForwardError, ForwardWrite};
 
 pub use server::{

@@ -86,6 +86,14 @@ pub(crate) enum PostError {
 
 /// The shared HTTP client for server-to-server calls.
 pub(crate) fn http_client() -> Result<reqwest::Client, String> {
+    http_client_with(|b| b)
+}
+
+/// [`http_client`] with extra settings on top (the replica bounds connects and keeps
+/// connections alive so that a dead server's pooled connection fails fast).
+pub(crate) fn http_client_with(
+    extra: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> Result<reqwest::Client, String> {
     // Raft RPC is plain HTTP, but reqwest needs a TLS backend to build; hand it one with an
     // explicit provider instead of relying on a process-wide default (which would panic).
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -94,13 +102,12 @@ pub(crate) fn http_client() -> Result<reqwest::Client, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .no_proxy()
         .tls_backend_preconfigured(tls)
         .tcp_nodelay(true)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| e.to_string())
+        .pool_idle_timeout(Duration::from_secs(90));
+    extra(builder).build().map_err(|e| e.to_string())
 }
 
 /// Encodes a request body.

@@ -641,35 +641,13 @@ impl ServerHandle {
     }
 
     /// Removes a server (voter or learner) from the Raft configuration (leader only); a server
-    /// that is not a member is a no-op.
+    /// that is not a member is a no-op. A membership change already in flight is waited out
+    /// for up to `rpc_hold_timeout`.
     pub async fn remove_server(&self, id: u64) -> Result<(), ServerError> {
         let inner = self.server()?;
-        inner.ensure_open()?;
-        self.ensure_leader()?;
-        let (is_voter, is_member) = {
-            let m = inner.raft.metrics();
-            let m = m.borrow();
-            let membership = m.membership_config.membership();
-            (
-                membership.voter_ids().any(|v| v == id),
-                membership.get_node(&id).is_some(),
-            )
-        };
-        if !is_member {
-            return Ok(());
-        }
-        let ids = BTreeSet::from([id]);
-        let change = if is_voter {
-            ChangeMembers::RemoveVoters(ids)
-        } else {
-            ChangeMembers::RemoveNodes(ids)
-        };
         inner
-            .raft
-            .change_membership(change, false)
+            .remove_member(id, Instant::now() + inner.config.rpc_hold_timeout)
             .await
-            .map_err(client_write_error)?;
-        Ok(())
     }
 
     /// Validates and commits a command: proposed here on the leader, forwarded to the leader's

@@ -55,24 +55,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Bound on one write or read-index attempt; the next attempt may go to another server.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The client for server RPCs: plain HTTP (reqwest still wants a TLS backend, given with an
-/// explicit provider), bounded connects, keepalive so a dead peer's pooled connection fails.
+/// The client for server RPCs: the servers' own client, with bounded connects and keepalive
+/// so a dead peer's pooled connection fails.
 fn replica_http_client() -> Result<reqwest::Client, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .no_proxy()
-        .tls_backend_preconfigured(tls)
-        .tcp_nodelay(true)
-        .tcp_keepalive(Duration::from_secs(10))
-        .connect_timeout(CONNECT_TIMEOUT)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build()
-        .map_err(|e| e.to_string())
+    crate::raft::http_client_with(|b| {
+        b.tcp_keepalive(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT)
+    })
 }
 
 /// Settings of a client agent's replica.
