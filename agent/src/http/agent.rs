@@ -786,6 +786,16 @@ async fn reload(State(api): ApiState) -> Result<Response, ApiError> {
     Ok(empty_ok())
 }
 
+/// `?wan` on join and force-leave: there is no WAN pool.
+fn refuse_wan(q: &Query) -> Result<(), ApiError> {
+    if q.has("wan") {
+        return Err(ApiError::Internal(
+            "WAN gossip is not supported: this agent has no WAN pool".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `PUT /v1/agent/join/:address`: gossip join through one address (500 with the reason when
 /// it cannot be contacted). There is no WAN pool, so `?wan` is refused.
 async fn join(
@@ -794,11 +804,7 @@ async fn join(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(raw)?;
-    if q.has("wan") {
-        return Err(ApiError::Internal(
-            "WAN gossip is not supported: this agent has no WAN pool".into(),
-        ));
-    }
+    refuse_wan(&q)?;
     api.ctx
         .members
         .join(vec![address])
@@ -815,11 +821,7 @@ async fn force_leave(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(raw)?;
-    if q.has("wan") {
-        return Err(ApiError::Internal(
-            "WAN gossip is not supported: this agent has no WAN pool".into(),
-        ));
-    }
+    refuse_wan(&q)?;
     api.ctx
         .members
         .force_leave(&node, q.has("prune"))
