@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# bench/cluster.sh — failure detection and failover of a real muster cluster on loopback.
+#
+#   bench/cluster.sh                       build, then SUITES="failure leader", REPS=5 each
+#   BUILD=0 REPS=10 SUITES=failure bench/cluster.sh
+#
+# The cluster: the Galera example (config-examples/galera/node1..3, servers with
+# bootstrap_expect 3) plus two client agents (config-examples/client), each on its own
+# address in $NET.0/24 (default 127.0.50: servers .11-.13, clients .20/.21) with Consul's
+# default ports, gossip encrypted with the example key; only addresses, data dirs and the
+# MySQL check (interval 2 s, against python listeners this script starts) are rewritten.
+#
+# Suites (issue 3 "Speed"):
+#   failure  REPS x: kill -9 a non-leader server; the time until its address has left
+#            galeradb.service.consul on EVERY other agent (each polled with dig); restart it
+#            and wait until it is back everywhere. Target: median < 2.5 s.
+#   leader   REPS x: kill -9 the leader; the time until a catalog write through a client
+#            agent (PUT /v1/catalog/register, one try every 20 ms, 1 s timeout) gets a 200.
+#            Restart it and wait until the cluster is whole again. Target: median < 1.5 s.
+#
+# Bounds: every wait has a fixed deadline; on exit the script stops only the PIDs it started.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+NET=${NET:-127.0.50}
+REPS=${REPS:-5}
+SUITES=${SUITES:-failure leader}
+BUILD=${BUILD:-1}
+WORK=${WORK:-/tmp/muster-cluster-bench}
+BIN=${BIN:-$ROOT/target/release/muster}
+DEADLINE=${DEADLINE:-30}   # seconds, every wait
+RESULTS=${RESULTS:-$WORK/results-$(date +%Y%m%d-%H%M%S).txt}
+
+log() { echo "[cluster-bench] $*" >&2; }
+now() { date +%s.%N; }
+
+declare -A PID
+LISTENERS=()
+cleanup() {
+  local p
+  for p in "${PID[@]}" "${LISTENERS[@]}"; do
+    kill -KILL "$p" 2>/dev/null || true
+  done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+if ((BUILD)); then (cd "$ROOT" && cargo build --release -p muster >&2); fi
+[[ -x $BIN ]] || { echo "no binary at $BIN" >&2; exit 1; }
+rm -rf "$WORK"; mkdir -p "$WORK"
+: >"$RESULTS"
+
+SERVERS=(db1 db2 db3)
+CLIENTS=(monitor0 monitor1)
+declare -A IP=([db1]=$NET.11 [db2]=$NET.12 [db3]=$NET.13 [monitor0]=$NET.20 [monitor1]=$NET.21)
+
+# ---- configs: the examples, rewritten (python: JSON in, JSON out)
+python3 - "$ROOT/config-examples" "$WORK" "$NET" <<'EOF'
+import json, os, shutil, sys
+src, work, net = sys.argv[1:4]
+def fix(s): return s.replace("127.0.0.1", net + ".1").replace("127.0.0.2", net + ".2")
+def conf(example, name, edit):
+    d = os.path.join(work, name, "config"); os.makedirs(d)
+    os.makedirs(os.path.join(work, name, "data"))
+    for f in sorted(os.listdir(os.path.join(src, example))):
+        p = os.path.join(src, example, f)
+        if not f.endswith(".json"):
+            shutil.copy(p, d); continue
+        v = json.load(open(p)); edit(f, v)
+        json.dump(v, open(os.path.join(d, f), "w"), indent=1)
+for i in range(3):
+    def edit(f, v, i=i):
+        if f == "agent.json":
+            for k in ("bind_addr", "client_addr"): v[k] = fix(v[k])
+            v["start_join"] = [fix(a) for a in v["start_join"]]
+            v["data_dir"] = os.path.join(work, "db%d" % (i + 1), "data")
+            v["enable_syslog"] = False
+        else:
+            v["service"]["check"]["tcp"] = "%s.1%d:3306" % (net, i + 1)
+            v["service"]["check"]["interval"] = "2s"
+    conf("galera/node%d" % (i + 1), "db%d" % (i + 1), edit)
+for i in range(2):
+    def edit(f, v, i=i):
+        if f == "agent.json":
+            v["bind_addr"] = v["client_addr"] = "%s.2%d" % (net, i)
+            v["retry_join"] = [fix(a) for a in v["retry_join"]]
+            v["node_name"] = "monitor%d" % i
+            v["data_dir"] = os.path.join(work, "monitor%d" % i, "data")
+    conf("client", "monitor%d" % i, edit)
+EOF
+
+for n in "${SERVERS[@]}"; do
+  python3 -c 'import socket,sys
+s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], 3306)); s.listen(64)
+while True: s.accept()[0].close()' "${IP[$n]}" &
+  LISTENERS+=($!)
+done
+
+start() { # node
+  "$BIN" agent -config-dir="$WORK/$1/config" >"$WORK/$1/out" 2>>"$WORK/$1/log" &
+  PID[$1]=$!
+}
+dns_ips() { # agent-node -> sorted A records of galeradb
+  dig +short +time=1 +tries=1 @"${IP[$1]}" -p 8600 galeradb.service.consul A 2>/dev/null | sort | tr '\n' ' '
+}
+leader_ip() { curl -s -m 1 "http://${IP[monitor0]}:8500/v1/status/leader" | tr -d '"' | cut -d: -f1; }
+ALL="$NET.11 $NET.12 $NET.13 "
+wait_all() { # what agents... ; until every listed agent answers exactly $WANT
+  local what=$1; shift
+  local end=$(( $(date +%s) + DEADLINE )) a ok
+  while (( $(date +%s) < end )); do
+    ok=1
+    for a in "$@"; do [[ $(dns_ips "$a") == "$WANT" ]] || { ok=0; break; }; done
+    ((ok)) && return 0
+    sleep 0.02
+  done
+  log "timed out: $what"; return 1
+}
+median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print("%.3f" % statistics.median(v) if v else "nan")' "$@"; }
+
+for n in "${SERVERS[@]}" "${CLIENTS[@]}"; do start "$n"; done
+WANT=$ALL
+wait_all "the cluster to answer on every agent" "${SERVERS[@]}" "${CLIENTS[@]}"
+log "cluster up: every agent answers galeradb with $ALL"
+{
+  echo "# muster cluster bench $(date -u +%FT%TZ) reps=$REPS $(git -C "$ROOT" rev-parse --short HEAD)$(git -C "$ROOT" diff --quiet || echo +dirty)"
+} | tee -a "$RESULTS" >&2
+
+FAIL_TIMES=()
+if [[ " $SUITES " == *" failure "* ]]; then
+  for r in $(seq 1 "$REPS"); do
+    lead=$(leader_ip)
+    # the followers, in order; odd runs kill the first, even runs the last
+    followers=()
+    for n in "${SERVERS[@]}"; do
+      if [[ ${IP[$n]} != "$lead" ]]; then followers+=("$n"); fi
+    done
+    if (( r % 2 )); then victim=${followers[0]}; else victim=${followers[-1]}; fi
+    others=()
+    for n in "${SERVERS[@]}" "${CLIENTS[@]}"; do
+      if [[ $n != "$victim" ]]; then others+=("$n"); fi
+    done
+    t0=$(now); kill -KILL "${PID[$victim]}"; wait "${PID[$victim]}" 2>/dev/null || true
+    WANT=$(echo $ALL | tr ' ' '\n' | grep -vx "${IP[$victim]}" | sort | tr '\n' ' ')
+    wait_all "$victim out of DNS" "${others[@]}"
+    t=$(python3 -c "print('%.3f' % ($(now) - $t0))")
+    FAIL_TIMES+=("$t")
+    echo "RESULT suite=failure run=$r victim=$victim seconds=$t" | tee -a "$RESULTS" >&2
+    start "$victim"; WANT=$ALL
+    wait_all "$victim back" "${SERVERS[@]}" "${CLIENTS[@]}"
+    sleep 2   # let the restarted node settle into gossip before the next kill
+  done
+fi
+
+LEAD_TIMES=()
+if [[ " $SUITES " == *" leader "* ]]; then
+  for r in $(seq 1 "$REPS"); do
+    lead=$(leader_ip); victim=""
+    for n in "${SERVERS[@]}"; do
+      if [[ ${IP[$n]} == "$lead" ]]; then victim=$n; fi
+    done
+    [[ -n $victim ]] || { log "no leader"; exit 1; }
+    t0=$(now); kill -KILL "${PID[$victim]}"; wait "${PID[$victim]}" 2>/dev/null || true
+    end=$(( $(date +%s) + DEADLINE )); code=0
+    while (( $(date +%s) < end )); do
+      code=$(curl -s -o /dev/null -w '%{http_code}' -m 1 -X PUT \
+        -d "{\"Node\":\"bench-$r\",\"Address\":\"192.0.2.9\"}" \
+        "http://${IP[monitor0]}:8500/v1/catalog/register" || true)
+      [[ $code == 200 ]] && break
+      sleep 0.02
+    done
+    [[ $code == 200 ]] || { log "no write within ${DEADLINE}s"; exit 1; }
+    t=$(python3 -c "print('%.3f' % ($(now) - $t0))")
+    LEAD_TIMES+=("$t")
+    echo "RESULT suite=leader run=$r victim=$victim seconds=$t" | tee -a "$RESULTS" >&2
+    start "$victim"; WANT=$ALL
+    wait_all "$victim back" "${SERVERS[@]}" "${CLIENTS[@]}"
+    sleep 2
+  done
+fi
+
+echo
+echo "command: REPS=$REPS SUITES=\"$SUITES\" bench/cluster.sh   ($(date -u +%F), $(nproc) CPUs, results in $RESULTS)"
+echo "| measurement | runs (s) | median (s) | target | met |"
+echo "|---|---|---|---|---|"
+if ((${#FAIL_TIMES[@]})); then
+  m=$(median "${FAIL_TIMES[@]}")
+  echo "| kill -9 of a server → out of DNS on every other agent | ${FAIL_TIMES[*]} | $m | < 2.5 | $(python3 -c "print('yes' if $m < 2.5 else '**NO**')") |"
+fi
+if ((${#LEAD_TIMES[@]})); then
+  m=$(median "${LEAD_TIMES[@]}")
+  echo "| kill -9 of the leader → first acknowledged write via a client | ${LEAD_TIMES[*]} | $m | < 1.5 | $(python3 -c "print('yes' if $m < 1.5 else '**NO**')") |"
+fi
