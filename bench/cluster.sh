@@ -17,6 +17,9 @@
 #   leader   REPS x: kill -9 the leader; the time until a catalog write through a client
 #            agent (PUT /v1/catalog/register, one try every 20 ms, 1 s timeout) gets a 200.
 #            Restart it and wait until the cluster is whole again. Target: median < 1.5 s.
+#   converge 45 more client agents (50 in all, on $NET2.0/24, default 127.0.51), started
+#            together; the time from the last start until every agent's /v1/agent/members
+#            shows 50 alive. Target: < 5 s.
 #
 # Bounds: every wait has a fixed deadline; on exit the script stops only the PIDs it started.
 set -euo pipefail
@@ -181,6 +184,41 @@ if [[ " $SUITES " == *" leader "* ]]; then
   done
 fi
 
+CONVERGE=""
+if [[ " $SUITES " == *" converge "* ]]; then
+  # 45 more client agents on $NET2.x (50 agents in all), each joining the servers
+  NET2=${NET2:-127.0.51}
+  python3 - "$WORK" "$NET2" <<'EOF'
+import json, os, shutil, sys
+work, net2 = sys.argv[1:3]
+base = os.path.join(work, "monitor0", "config")
+for i in range(45):
+    name = "c%02d" % i
+    d = os.path.join(work, name, "config"); os.makedirs(d); os.makedirs(os.path.join(work, name, "data"))
+    for f in os.listdir(base):
+        if not f.endswith(".json"):
+            shutil.copy(os.path.join(base, f), d); continue
+        v = json.load(open(os.path.join(base, f)))
+        v["bind_addr"] = v["client_addr"] = "%s.%d" % (net2, 10 + i)
+        v["node_name"] = name
+        v["data_dir"] = os.path.join(work, name, "data")
+        json.dump(v, open(os.path.join(d, f), "w"))
+EOF
+  for i in $(seq 0 44); do n=$(printf 'c%02d' "$i"); IP[$n]=$NET2.$((10 + i)); start "$n"; done
+  t0=$(now)
+  alive() { curl -s -m 1 "http://${IP[$1]}:8500/v1/agent/members" 2>/dev/null | grep -o '"Status":1' | wc -l; }
+  end=$(( $(date +%s) + 60 )); done_=0
+  while (( $(date +%s) < end )); do
+    ok=1
+    for n in "${!IP[@]}"; do [[ $(alive "$n") == 50 ]] || { ok=0; break; }; done
+    ((ok)) && { done_=1; break; }
+    sleep 0.05
+  done
+  ((done_)) || { log "50 agents did not converge within 60 s"; exit 1; }
+  CONVERGE=$(python3 -c "print('%.3f' % ($(now) - $t0))")
+  echo "RESULT suite=converge agents=50 seconds=$CONVERGE" | tee -a "$RESULTS" >&2
+fi
+
 echo
 echo "command: REPS=$REPS SUITES=\"$SUITES\" bench/cluster.sh   ($(date -u +%F), $(nproc) CPUs, results in $RESULTS)"
 echo "| measurement | runs (s) | median (s) | target | met |"
@@ -192,4 +230,7 @@ fi
 if ((${#LEAD_TIMES[@]})); then
   m=$(median "${LEAD_TIMES[@]}")
   echo "| kill -9 of the leader → first acknowledged write via a client | ${LEAD_TIMES[*]} | $m | < 1.5 | $(python3 -c "print('yes' if $m < 1.5 else '**NO**')") |"
+fi
+if [[ -n $CONVERGE ]]; then
+  echo "| 50 agents all see 50 alive, from the last start | $CONVERGE | $CONVERGE | < 5 | $(python3 -c "print('yes' if $CONVERGE < 5 else '**NO**')") |"
 fi
