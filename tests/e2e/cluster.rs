@@ -197,7 +197,16 @@ async fn leader_of(agent: &Agent) -> String {
 
 /// The catalog's node names as `agent` sees them (stale read: any agent answers).
 async fn catalog_nodes(agent: &Agent) -> BTreeSet<String> {
-    let r = agent.get("/v1/catalog/nodes?stale").await;
+    read_nodes(agent, "/v1/catalog/nodes?stale").await
+}
+
+/// The catalog's node names read through the leader (empty while there is none).
+async fn leader_catalog_nodes(agent: &Agent) -> BTreeSet<String> {
+    read_nodes(agent, "/v1/catalog/nodes").await
+}
+
+async fn read_nodes(agent: &Agent, path: &str) -> BTreeSet<String> {
+    let r = agent.get(path).await;
     if r.status != 200 {
         return BTreeSet::new();
     }
@@ -456,7 +465,17 @@ async fn whole_cluster_restart_keeps_the_catalog() {
     )
     .await;
     println!("whole-cluster restart to a leader: {took:?}");
-    let nodes = catalog_nodes(&servers[2]).await;
+    // A default read goes through the leader's read index: every acknowledged write must be
+    // in it (a stale read on a follower may lag until the new leader's first commit).
+    let (nodes, _) = wait_some(
+        "a default read after the restart",
+        CLUSTER_TIMEOUT,
+        || async {
+            let nodes = leader_catalog_nodes(&servers[2]).await;
+            (!nodes.is_empty()).then_some(nodes)
+        },
+    )
+    .await;
     for i in 0..5 {
         assert!(
             nodes.contains(&format!("kept-{i}")),

@@ -232,5 +232,22 @@ async fn default_reads_need_a_leader_stale_reads_do_not() {
         .unwrap();
     assert_eq!(count, 1);
     assert_eq!(meta.consistency, Consistency::Stale);
+
     second.stop().await;
+
+    // Restarted alone, neither knows a leader (Consul's empty /v1/status/leader): not the
+    // follower, whose stored vote names the old leader, nor the old leader, which openraft
+    // restores as leader before any other voter has answered.
+    for (id, dir) in [(2, &dirs[1]), (1, &dirs[0])] {
+        let alone = TestServer::start(id, dir.path(), None).await;
+        assert_eq!(alone.handle.leader_addr(), None, "server {id}");
+        let (count, meta) = alone
+            .handle
+            .read(Consistency::Stale, |c| c.node_count())
+            .await
+            .unwrap();
+        assert_eq!(count, 1, "server {id}: the catalog survives the restart");
+        assert!(!meta.known_leader, "server {id}: {meta:?}");
+        alone.stop().await;
+    }
 }
