@@ -29,9 +29,9 @@ pub mod seal;
 pub mod view;
 pub mod wire;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroUsize};
+use std::num::{NonZeroU8, NonZeroU32, NonZeroUsize};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -61,6 +61,8 @@ const INPUT_QUEUE: usize = 1024;
 const MAX_PUSH_PULL_CONNS: usize = 16;
 /// How often the task reaps, writes the snapshot and re-sends a pending leave intent.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_millis(200);
+/// Members a joiner greets directly, beyond the addresses it joined through.
+const GREET_ON_JOIN: usize = 512;
 /// At most one key-mismatch warning per this interval (per agent).
 const KEY_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// Bound on waiting for the gossip thread to end.
@@ -79,6 +81,9 @@ pub struct Timing {
     pub suspicion_min: Duration,
     /// Suspicion multiplier: `mult × log10(n) × probe_period`, at least `suspicion_min`.
     pub suspicion_mult: u32,
+    /// How many times each member sends each update it learns: `mult × ⌈log10(n + 1)⌉`
+    /// (memberlist's `RetransmitMult`, which is 4; see [`Timing::max_transmissions`]).
+    pub retransmit_mult: u32,
     /// Periodic gossip to a few members.
     pub gossip_interval: Duration,
     /// Periodic TCP full-state exchange with one random member.
@@ -96,6 +101,7 @@ impl Timing {
             indirect_probes: 3,
             suspicion_min: Duration::from_millis(700),
             suspicion_mult: 2,
+            retransmit_mult: 6,
             gossip_interval: Duration::from_millis(200),
             push_pull_interval: Duration::from_secs(30),
             leave_drain: Duration::from_secs(1),
@@ -108,6 +114,16 @@ impl Timing {
             .probe_period
             .mul_f64(f64::from(self.suspicion_mult) * f64::from(n.max(1)).log10());
         scaled.max(self.suspicion_min)
+    }
+
+    /// Sends per update for a cluster of `n` members. Higher than memberlist's 4 × ⌈log10⌉:
+    /// during a join storm the cluster is small when the first updates are queued, and a
+    /// member that misses one hears of it only from the next push/pull, 30 s later.
+    pub fn max_transmissions(&self, n: u32) -> u8 {
+        let log = f64::from(n.saturating_add(1)).log10().ceil();
+        let tx = (f64::from(self.retransmit_mult) * log).clamp(1.0, f64::from(u8::MAX));
+        // In range by the clamp.
+        tx as u8
     }
 }
 
@@ -332,6 +348,7 @@ fn foca_config(timing: &Timing, n: u32, overhead: usize) -> foca::Config {
     c.probe_rtt = timing.probe_rtt;
     c.num_indirect_probes = NonZeroUsize::new(timing.indirect_probes.max(1)).expect("max(1)");
     c.suspect_to_down_after = timing.suspicion(n);
+    c.max_transmissions = NonZeroU8::new(timing.max_transmissions(n)).expect("at least 1");
     c.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - overhead).expect("positive");
     if let Some(g) = &mut c.periodic_gossip {
         g.frequency = timing.gossip_interval;
@@ -1026,6 +1043,8 @@ async fn join(
 ) -> Result<usize, JoinError> {
     let mut contacted = 0;
     let mut errors = Vec::new();
+    let mut seeds = BTreeSet::new();
+    let mut learned = BTreeSet::new();
     for addr in &addrs {
         let resolved = match net::resolve(addr).await {
             Ok(r) => r,
@@ -1040,8 +1059,16 @@ async fn join(
             match net::exchange(sa, &sealer, &state).await {
                 Ok(reply) => match State::decode(&reply) {
                     Ok(remote) => {
+                        learned.extend(
+                            remote
+                                .members
+                                .iter()
+                                .filter(|m| m.state() != foca::State::Down)
+                                .map(|m| m.id().addr),
+                        );
                         let _ = tx.send(Input::Remote(remote, None)).await;
                         let _ = tx.send(Input::Announce(sa)).await;
+                        seeds.insert(sa);
                         ok = true;
                         break;
                     }
@@ -1058,6 +1085,13 @@ async fn join(
     }
     if contacted == 0 && !addrs.is_empty() {
         return Err(JoinError::NoneContacted(errors));
+    }
+    // Greet every member the seeds listed: each adds us at once (a message from an unknown
+    // sender makes it a member in foca), instead of waiting for the seeds' updates to reach
+    // it; a member the updates miss would otherwise not hear of us until the next push/pull
+    // or our probe, up to n × probe period later.
+    for addr in learned.difference(&seeds).take(GREET_ON_JOIN) {
+        let _ = tx.send(Input::Announce(*addr)).await;
     }
     for e in &errors {
         tracing::warn!("gossip: {e}");
@@ -1136,6 +1170,20 @@ mod tests {
         assert_eq!(c.probe_period, Duration::from_millis(400));
         // probe + one period to suspect + suspicion stays under 1.5 s.
         assert!(c.probe_period * 2 + c.suspect_to_down_after <= Duration::from_millis(1500));
+        // Retransmits: 6 × ⌈log10(n + 1)⌉, never 0, capped at u8.
+        assert_eq!(c.max_transmissions.get(), 6);
+        assert_eq!(t.max_transmissions(50), 12);
+        assert_eq!(t.max_transmissions(1000), 24);
+        let quiet = Timing {
+            retransmit_mult: 0,
+            ..t
+        };
+        assert_eq!(quiet.max_transmissions(3), 1);
+        let loud = Timing {
+            retransmit_mult: 1000,
+            ..t
+        };
+        assert_eq!(loud.max_transmissions(3), u8::MAX);
     }
 
     #[test]

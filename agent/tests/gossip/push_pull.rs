@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use muster::gossip::Timing;
 use muster::node::MemberStatus;
 
 use crate::support::{Node, Opts, cluster, wait_for};
@@ -24,6 +25,39 @@ async fn push_pull_gives_a_deaf_member_the_whole_state() {
     wait_for("d learns the members", Duration::from_secs(5), || {
         let ok = d.with_status(MemberStatus::Alive) == ["a", "b", "d"]
             && d.status("c") == Some(MemberStatus::Left);
+        async move { ok }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_greets_every_member_its_seed_knows() {
+    // Gossip so slow that the seed's piggybacked updates cannot spread anything within the
+    // test (one send per update, probes and periodic gossip every 30 s): a member learns a
+    // joiner only from the joiner's own greeting.
+    let timing = Timing {
+        probe_period: Duration::from_secs(30),
+        probe_rtt: Duration::from_secs(10),
+        gossip_interval: Duration::from_secs(30),
+        push_pull_interval: Duration::from_secs(60),
+        retransmit_mult: 0,
+        ..Timing::lan()
+    };
+    let opts = Opts {
+        timing,
+        ..Opts::default()
+    };
+    let names = ["seed", "m1", "m2", "m3", "m4"];
+    let nodes: Vec<Node> = names.iter().map(|n| Node::start(n, opts.clone())).collect();
+    for n in &nodes[1..] {
+        n.join(&nodes[0]).await;
+    }
+    let mut all: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    all.sort();
+    wait_for("everyone knows everyone", Duration::from_secs(5), || {
+        let ok = nodes
+            .iter()
+            .all(|n| n.with_status(MemberStatus::Alive) == all);
         async move { ok }
     })
     .await;
