@@ -20,6 +20,16 @@
 #   converge 45 more client agents (50 in all, on $NET2.0/24, default 127.0.51), started
 #            together; the time from the last start until every agent's /v1/agent/members
 #            shows 50 alive. Target: < 5 s.
+#   idle     IDLE_SECS (default 600) with nothing happening: every second, every agent's
+#            member list must show all 5 alive and its DNS must answer galeradb with the 3
+#            servers; any miss, and any "member down"/"declared down" log line, counts as a
+#            false failure. Target: 0.
+#   catalog  catalog registrations vs etcd, in the same run from the same load script:
+#            ../shared/bench/kv-anchor.sh load (a 3-member etcd on 127.0.0.1, while this
+#            cluster idles), then MODE=catalog kv-anchor.sh run against the 3 servers' HTTP
+#            APIs (seq-leader, seq-follower, conc-$CONCS spread over the 3). KV_DURATION s
+#            per cell (default 10), KV_REPS runs (default 1). Target: >= 1.5x etcd per cell.
+#            Needs etcd and httpload: ../shared/bench/kv-anchor.sh install.
 #
 # Bounds: every wait has a fixed deadline; on exit the script stops only the PIDs it started.
 set -euo pipefail
@@ -184,6 +194,68 @@ if [[ " $SUITES " == *" leader "* ]]; then
   done
 fi
 
+IDLE=""
+if [[ " $SUITES " == *" idle "* ]]; then
+  IDLE_SECS=${IDLE_SECS:-600}
+  members_alive() { curl -s -m 1 "http://${IP[$1]}:8500/v1/agent/members" 2>/dev/null | grep -o '"Status":1' | wc -l; }
+  marks=()
+  for n in "${SERVERS[@]}" "${CLIENTS[@]}"; do marks+=("$(wc -l <"$WORK/$n/log")"); done
+  misses=0; checks=0; WANT=$ALL
+  end=$(( $(date +%s) + IDLE_SECS ))
+  while (( $(date +%s) < end )); do
+    for n in "${SERVERS[@]}" "${CLIENTS[@]}"; do
+      checks=$((checks + 1))
+      m=$(members_alive "$n"); d=$(dns_ips "$n")
+      if [[ $m != 5 || $d != "$WANT" ]]; then
+        misses=$((misses + 1)); log "idle miss on $n: members alive=$m dns=[$d]"
+      fi
+    done
+    sleep 1
+  done
+  downs=0; i=0
+  for n in "${SERVERS[@]}" "${CLIENTS[@]}"; do
+    c=$(tail -n +"$(( ${marks[$i]} + 1 ))" "$WORK/$n/log" | grep -c "member down\|declared down" || true)
+    downs=$((downs + c)); i=$((i + 1))
+  done
+  IDLE="$((misses + downs))"
+  echo "RESULT suite=idle seconds=$IDLE_SECS polls=$checks misses=$misses down_lines=$downs" | tee -a "$RESULTS" >&2
+fi
+
+KV_LINES=""
+if [[ " $SUITES " == *" catalog "* ]]; then
+  KV=${KV:-$ROOT/../shared/bench/kv-anchor.sh}
+  [[ -x $KV ]] || { log "no kv-anchor.sh at $KV"; exit 1; }
+  command -v etcd >/dev/null || { log "etcd missing: run $KV install"; exit 1; }
+  KV_RESULTS=$WORK/kv-results.txt; : >"$KV_RESULTS"
+  # etcd first (its own members on 127.0.0.1:2379x), while this cluster idles
+  DURATION=${KV_DURATION:-10} REPS=${KV_REPS:-1} CONCS=${CONCS:-8 32 128} MODES=unpinned \
+    WORK=$WORK/etcd RESULTS=$KV_RESULTS "$KV" load >&2
+  lead=$(leader_ip); follower=""
+  for n in "${SERVERS[@]}"; do [[ ${IP[$n]} == "$lead" || -n $follower ]] || follower=${IP[$n]}; done
+  DURATION=${KV_DURATION:-10} REPS=${KV_REPS:-1} CONCS=${CONCS:-8 32 128} MODE=catalog \
+    TARGET="$NET.11:8500,$NET.12:8500,$NET.13:8500" LEADER="$lead:8500" FOLLOWER="$follower:8500" \
+    WORK=$WORK/sut RESULTS=$KV_RESULTS "$KV" run muster >&2
+  cat "$KV_RESULTS" >>"$RESULTS"
+  KV_LINES=$(python3 - "$KV_RESULTS" <<'EOF'
+import statistics, sys
+cells = {}
+for line in open(sys.argv[1]):
+    if not line.startswith("RESULT"): continue
+    kv = dict(f.split("=", 1) for f in line.split()[1:] if "=" in f)
+    who = "muster" if kv.get("mode") == "catalog" else "etcd"
+    cells.setdefault(kv["name"], {}).setdefault(who, []).append(float(kv["rps"]))
+conc = sorted((n for n in cells if n.startswith("conc-")), key=lambda n: int(n[5:]))
+for name in ["seq-leader", "seq-follower"] + conc:
+    c = cells.get(name, {})
+    if "etcd" not in c or "muster" not in c: continue
+    e, m = statistics.median(c["etcd"]), statistics.median(c["muster"])
+    ratio = m / e if e else float("nan")
+    print("| catalog registrations/s, %s (etcd puts/s) | %.0f (%.0f) | %.2fx | >= 1.5x | %s |"
+          % (name, m, e, ratio, "yes" if ratio >= 1.5 else "**NO**"))
+EOF
+)
+fi
+
 CONVERGE=""
 if [[ " $SUITES " == *" converge "* ]]; then
   # 45 more client agents on $NET2.x (50 agents in all), each joining the servers
@@ -230,6 +302,12 @@ fi
 if ((${#LEAD_TIMES[@]})); then
   m=$(median "${LEAD_TIMES[@]}")
   echo "| kill -9 of the leader → first acknowledged write via a client | ${LEAD_TIMES[*]} | $m | < 1.5 | $(python3 -c "print('yes' if $m < 1.5 else '**NO**')") |"
+fi
+if [[ -n $IDLE ]]; then
+  echo "| false failures during ${IDLE_SECS} s idle (5 agents) | $IDLE | $IDLE | 0 | $([[ $IDLE == 0 ]] && echo yes || echo '**NO**') |"
+fi
+if [[ -n $KV_LINES ]]; then
+  echo "$KV_LINES"
 fi
 if [[ -n $CONVERGE ]]; then
   echo "| 50 agents all see 50 alive, from the last start | $CONVERGE | $CONVERGE | < 5 | $(python3 -c "print('yes' if $CONVERGE < 5 else '**NO**')") |"

@@ -14,7 +14,8 @@
 //!   transaction; their completion callbacks run only after that transaction is durable
 //!   (redb's default durability fsyncs);
 //! - votes, truncations, purges and snapshots are durable before their reply; the committed
-//!   pointer alone is written without fsync (losing it only means replaying less at start);
+//!   pointer is queued without waiting for it and written with the next group commit, with no
+//!   fsync of its own (losing it only means replaying less at start);
 //! - a corrupted, foreign or newer-format file is refused at open with an error naming the
 //!   path; it is never wiped, and a panic inside redb while opening becomes an error.
 
@@ -139,7 +140,6 @@ enum Request {
     },
     SaveCommitted {
         value: Vec<u8>,
-        reply: Reply<()>,
     },
     SaveVote {
         value: Vec<u8>,
@@ -318,10 +318,14 @@ impl StorageHandle {
             .map_err(|_| StoreError::Closed)
     }
 
-    /// Saves the committed log id (no fsync of its own).
+    /// Queues the committed log id and returns at once: it is written in the next group
+    /// commit, without an fsync of its own. Losing it only means replaying less at start, and
+    /// waiting for it would stall openraft's core between two appends (no group commit).
     pub async fn save_committed(&self, value: Vec<u8>) -> Result<(), StoreError> {
-        self.call(|reply| Request::SaveCommitted { value, reply })
+        self.tx
+            .send(Request::SaveCommitted { value })
             .await
+            .map_err(|_| StoreError::Closed)
     }
 
     /// Saves the vote durably.
@@ -573,12 +577,8 @@ fn write_batch(db: &Database, batch: Vec<Request>) {
         Some(e) => Err(StoreError::Db(e.clone())),
     };
     for req in batch {
-        match req {
-            Request::Append { done, .. } => done(outcome()),
-            Request::SaveCommitted { reply, .. } => {
-                let _ = reply.send(outcome());
-            }
-            _ => {}
+        if let Request::Append { done, .. } = req {
+            done(outcome());
         }
     }
 }

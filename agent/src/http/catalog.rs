@@ -14,8 +14,8 @@ use axum::http::Method;
 use axum::response::Response;
 use muster_server::catalog::query::tables;
 use muster_server::{
-    Command, CommandResult, Deregistration, NodeServiceList, NodeServices, Registration,
-    ServiceFilter, ServiceNode,
+    Command, Deregistration, NodeServiceList, NodeServices, Registration, ServiceFilter,
+    ServiceNode,
 };
 
 use super::error::ApiError;
@@ -66,10 +66,10 @@ fn check_body_dc(api: &Api, dc: &str) -> Result<(), ApiError> {
 
 async fn write(api: &Api, command: Command) -> Result<Response, ApiError> {
     let outcome = api.catalog()?.write(command).await?;
-    match outcome.result {
-        CommandResult::Ok => Ok(json(&true, false)),
-        CommandResult::Rejected(e) if e.is_invalid() => Err(ApiError::bad(e.to_string())),
-        CommandResult::Rejected(e) => Err(ApiError::internal(e.to_string())),
+    match outcome.result.into_result() {
+        Ok(()) => Ok(json(&true, false)),
+        Err(e) if e.is_invalid() => Err(ApiError::bad(e.to_string())),
+        Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
 

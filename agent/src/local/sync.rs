@@ -21,8 +21,8 @@ use std::time::Duration;
 use muster_server::catalog::command::MAX_CHECKS;
 use muster_server::catalog::model::{CONSUL_SERVICE, SERF_CHECK_ID};
 use muster_server::{
-    Catalog, Command, CommandResult, Consistency, Deregistration, HealthCheck, Node, NodeService,
-    Registration, ServerHandle,
+    Catalog, Command, Consistency, Deregistration, HealthCheck, Node, NodeService, Registration,
+    ServerHandle,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -664,9 +664,9 @@ impl SyncTask {
                 outcome = catalog.write(command.clone()) => outcome,
             };
             match outcome {
-                Ok(written) => match written.result {
-                    CommandResult::Ok => remote.apply(&command),
-                    CommandResult::Rejected(e) => self.refused(&command, &e.to_string()),
+                Ok(written) => match written.result.into_result() {
+                    Ok(()) => remote.apply(&command),
+                    Err(e) => self.refused(&command, &e.to_string()),
                 },
                 Err(e) if e.is_validation() => self.refused(&command, &e.to_string()),
                 Err(e) => {

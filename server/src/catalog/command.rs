@@ -56,6 +56,10 @@ pub enum Command {
     Register(Registration),
     /// Remove a node, one service or one check (Consul's `Catalog.Deregister`).
     Deregister(Deregistration),
+    /// Several independent commands in one log entry, applied in order, each with its own
+    /// result (a rejected one changes nothing and does not stop the others). The leader
+    /// groups concurrent writes this way: one entry, one fsync, for all of them.
+    Batch(Vec<Command>),
     /// A command this build cannot interpret; applying it yields an error result.
     Unsupported(UnsupportedCommand),
 }
@@ -283,19 +287,28 @@ pub enum CommandResult {
     Ok,
     /// Refused as a whole; the catalog is unchanged.
     Rejected(ApplyError),
+    /// The results of a [`Command::Batch`], in its order.
+    Batch(Vec<CommandResult>),
 }
 
 impl CommandResult {
-    /// Whether the command was applied.
+    /// Whether the command was applied (every command of a batch).
     pub fn is_ok(&self) -> bool {
-        matches!(self, CommandResult::Ok)
+        match self {
+            CommandResult::Ok => true,
+            CommandResult::Rejected(_) => false,
+            CommandResult::Batch(results) => results.iter().all(CommandResult::is_ok),
+        }
     }
 
-    /// `Ok(())` or the rejection.
+    /// `Ok(())` or the (first) rejection.
     pub fn into_result(self) -> Result<(), ApplyError> {
         match self {
             CommandResult::Ok => Ok(()),
             CommandResult::Rejected(e) => Err(e),
+            CommandResult::Batch(results) => {
+                results.into_iter().try_for_each(CommandResult::into_result)
+            }
         }
     }
 }
@@ -339,17 +352,37 @@ impl ApplyError {
 impl Command {
     /// Applies Consul's request defaults (see [`Registration::normalize`]).
     pub fn normalize(&mut self) {
-        if let Command::Register(r) = self {
-            r.normalize();
+        match self {
+            Command::Register(r) => r.normalize(),
+            Command::Batch(commands) => commands.iter_mut().for_each(Command::normalize),
+            Command::Deregister(_) | Command::Unsupported(_) => {}
         }
     }
 
     /// Checks everything that does not depend on catalog state.
     pub fn validate(&self) -> Result<(), ValidationError> {
+        self.validate_sized().map(|_| ())
+    }
+
+    /// [`Command::validate`], returning the encoded size. A batch is checked command by
+    /// command (each within [`MAX_COMMAND_BYTES`]); batches do not nest.
+    pub fn validate_sized(&self) -> Result<usize, ValidationError> {
         match self {
             Command::Register(r) => validate_registration(r)?,
             Command::Deregister(d) => validate_deregistration(d)?,
             Command::Unsupported(u) => return Err(ValidationError::Unsupported(u.describe())),
+            Command::Batch(commands) => {
+                let mut total = 0;
+                for c in commands {
+                    if matches!(c, Command::Batch(_)) {
+                        return Err(ValidationError::Unsupported(
+                            "a batch inside a batch".to_owned(),
+                        ));
+                    }
+                    total += c.validate_sized()?;
+                }
+                return Ok(total);
+            }
         }
         let len = serde_json::to_vec(self)
             .map(|v| v.len())
@@ -361,7 +394,7 @@ impl Command {
                 max: MAX_COMMAND_BYTES,
             });
         }
-        Ok(())
+        Ok(len)
     }
 
     /// [`Command::validate`] plus the checks that need the catalog: every check's service is in
@@ -369,6 +402,12 @@ impl Command {
     /// unknown node carries an address.
     pub fn validate_against(&self, catalog: &Catalog) -> Result<(), ValidationError> {
         self.validate()?;
+        self.validate_state(catalog)
+    }
+
+    /// The part of [`Command::validate_against`] that needs the catalog (for a command that
+    /// already passed [`Command::validate`]).
+    pub fn validate_state(&self, catalog: &Catalog) -> Result<(), ValidationError> {
         let Command::Register(r) = self else {
             return Ok(());
         };
@@ -610,6 +649,12 @@ impl Serialize for Command {
                 args: d,
             }
             .serialize(ser),
+            Command::Batch(commands) => EnvelopeOut {
+                v: COMMAND_VERSION,
+                op: "batch",
+                args: commands,
+            }
+            .serialize(ser),
             // Written back exactly as received, so replication of a newer entry is lossless.
             Command::Unsupported(u) => u.raw.serialize(ser),
         }
@@ -655,6 +700,12 @@ impl Command {
             "deregister" => match serde_json::from_value(args) {
                 Ok(d) => Command::Deregister(d),
                 Err(e) => unsupported(format!("unreadable deregister arguments: {e}")),
+            },
+            "batch" => match args {
+                serde_json::Value::Array(items) => {
+                    Command::Batch(items.into_iter().map(Command::from_value).collect())
+                }
+                _ => unsupported("batch arguments are not an array".to_owned()),
             },
             other => unsupported(format!("unknown op {other:?}")),
         }
@@ -742,6 +793,45 @@ mod tests {
         });
         let back: Command = serde_json::from_slice(&serde_json::to_vec(&cmd).unwrap()).unwrap();
         assert_eq!(back, cmd);
+    }
+
+    #[test]
+    fn batches_round_trip_apply_each_command_and_do_not_nest() {
+        let mut ok = Command::Register(Registration {
+            service: Some(web()),
+            ..reg()
+        });
+        ok.normalize();
+        let mut orphan = Command::Register(Registration {
+            node: "db2".into(),
+            address: "10.0.0.2".into(),
+            checks: vec![check("c", "nosuch")],
+            ..Registration::default()
+        });
+        orphan.normalize();
+        let batch = Command::Batch(vec![ok.clone(), orphan.clone()]);
+        let json = serde_json::to_value(&batch).unwrap();
+        assert_eq!(json["op"], "batch");
+        assert_eq!(json["args"][0]["op"], "register");
+        let back: Command = serde_json::from_value(json).unwrap();
+        assert_eq!(back, batch);
+        assert_eq!(
+            batch.validate_sized().unwrap(),
+            ok.validate_sized().unwrap() + serde_json::to_vec(&orphan).unwrap().len()
+        );
+        // Applied one by one: the orphan check is refused, the registration stays.
+        let mut catalog = Catalog::new();
+        let CommandResult::Batch(results) = catalog.apply(7, &batch) else {
+            panic!("a batch answers with a batch");
+        };
+        assert_eq!(results[0], CommandResult::Ok);
+        assert!(matches!(results[1], CommandResult::Rejected(_)));
+        assert!(catalog.node("db1").is_some() && catalog.node("db2").is_none());
+        // No batch inside a batch; a batch of something unreadable is not valid either.
+        let nested = Command::Batch(vec![batch.clone()]);
+        assert!(nested.validate().is_err());
+        let bad = Command::from_value(serde_json::json!({"v": 1, "op": "batch", "args": {}}));
+        assert!(matches!(bad, Command::Unsupported(_)));
     }
 
     #[test]

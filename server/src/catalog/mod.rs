@@ -127,8 +127,15 @@ impl Catalog {
 
     /// Applies one committed command at `index`. Never panics; on rejection nothing changed.
     pub fn apply(&mut self, index: Index, command: &Command) -> CommandResult {
-        if let Command::Unsupported(u) = command {
-            return CommandResult::Rejected(u.apply_error());
+        match command {
+            Command::Unsupported(u) => return CommandResult::Rejected(u.apply_error()),
+            // Each on its own, as if in consecutive entries at the same index.
+            Command::Batch(commands) => {
+                return CommandResult::Batch(
+                    commands.iter().map(|c| self.apply(index, c)).collect(),
+                );
+            }
+            Command::Register(_) | Command::Deregister(_) => {}
         }
         // Defensive: the proposer validated too, but an entry may come from another build.
         if let Err(e) = command.validate_against(self) {
@@ -141,6 +148,7 @@ impl Catalog {
                 Ok(())
             }
             Command::Unsupported(u) => Err(u.apply_error()),
+            Command::Batch(_) => Ok(()),
         };
         match outcome {
             Ok(()) => CommandResult::Ok,
@@ -927,6 +935,7 @@ pub(crate) mod tests {
                             prop_assert_eq!(c.apply(index + 1000, cmd), CommandResult::Ok);
                             prop_assert_eq!(&c, &after);
                         }
+                        CommandResult::Batch(_) => prop_assert!(false, "no batch was applied"),
                     }
                     check_invariants(&c);
                 }

@@ -42,6 +42,7 @@ use crate::error::ServerError;
 use crate::replica::ReplicaHandle;
 use crate::storage::Storage;
 
+mod batch;
 mod membership;
 
 pub(crate) use membership::remove_forwarded;
@@ -170,6 +171,8 @@ pub(crate) struct Inner {
     shutdown_done: tokio::sync::Mutex<bool>,
     started: Instant,
     leadership: watch::Receiver<bool>,
+    /// Writes on the leader go through it (group commit; see `batch`).
+    batcher: batch::Batcher,
 }
 
 /// A handle to the catalog: a running catalog server, or a client agent's replica of it
@@ -261,6 +264,7 @@ impl CatalogServer {
 
         let stop = CancellationToken::new();
         let leadership = spawn_leadership_watch(&raft, stop.clone());
+        let batcher = batch::Batcher::start(raft.clone(), config.rpc_hold_timeout, stop.clone());
         let inner = Arc::new(Inner {
             config,
             raft,
@@ -272,6 +276,7 @@ impl CatalogServer {
             shutdown_done: tokio::sync::Mutex::new(false),
             started: Instant::now(),
             leadership,
+            batcher,
         });
         spawn_shutdown_watch(Arc::downgrade(&inner), shutdown);
         Ok(ServerHandle::from_inner(inner))
@@ -383,25 +388,20 @@ impl Inner {
 
     /// Proposes on this server, which must be the leader. The linkage of checks to services is
     /// pre-checked against the leader's state, so a doomed command is not logged.
+    /// Proposes a command that passed [`Command::validate_sized`] (`size` bytes).
     async fn write_local(
         &self,
         command: Command,
+        size: usize,
         deadline: Instant,
     ) -> Result<WriteOutcome, ServerError> {
         {
             let st = self.shared.state.read();
             command
-                .validate_against(&st.catalog)
+                .validate_state(&st.catalog)
                 .map_err(ServerError::Validation)?;
         }
-        match tokio::time::timeout_at(deadline, self.raft.client_write(command)).await {
-            Err(_) => Err(ServerError::Timeout),
-            Ok(Ok(resp)) => Ok(WriteOutcome {
-                index: resp.log_id.index,
-                result: resp.data,
-            }),
-            Ok(Err(e)) => Err(client_write_error(e)),
-        }
+        self.batcher.write(command, size, deadline).await
     }
 
     /// A write forwarded by a follower: validated again and applied here, never re-forwarded.
@@ -410,11 +410,11 @@ impl Inner {
         command: Command,
     ) -> Result<WriteOutcome, ServerError> {
         self.ensure_open()?;
-        command.validate().map_err(ServerError::Validation)?;
+        let size = command.validate_sized().map_err(ServerError::Validation)?;
         match self.leader() {
             Leader::Me => {
                 let deadline = Instant::now() + self.config.rpc_hold_timeout;
-                self.write_local(command, deadline).await
+                self.write_local(command, size, deadline).await
             }
             Leader::Other(addr) => Err(ServerError::NotLeader { leader: Some(addr) }),
             Leader::Unknown => Err(ServerError::NoLeader),
@@ -664,13 +664,13 @@ impl ServerHandle {
         {
             r.datacenter = inner.config.datacenter.clone();
         }
-        command.validate().map_err(ServerError::Validation)?;
+        let size = command.validate_sized().map_err(ServerError::Validation)?;
         let deadline = Instant::now() + inner.config.rpc_hold_timeout;
         let mut last_error: Option<ServerError>;
         loop {
             inner.ensure_open()?;
             match inner.leader() {
-                Leader::Me => match inner.write_local(command.clone(), deadline).await {
+                Leader::Me => match inner.write_local(command.clone(), size, deadline).await {
                     Ok(outcome) => return Ok(outcome),
                     Err(e @ (ServerError::NotLeader { .. } | ServerError::NoLeader)) => {
                         last_error = Some(e);

@@ -10,9 +10,13 @@
 //!   in the same file: a snapshot is durable before `build_snapshot` returns (hence before
 //!   openraft purges the logs it covers) and before `install_snapshot` swaps the catalog in; on
 //!   start the latest snapshot is loaded and openraft re-applies committed entries after it.
+//! - the newest entries (up to [`LOG_CACHE`]) are also kept in memory, in index order and
+//!   ending at the last appended entry: replication and apply read them there, never queued
+//!   behind a group commit on the storage thread; truncate and purge update it first.
 //! - every applied entry also goes into the replica ring (`stream`), under the same lock, and
 //!   the applied index is published after the lock is released (replica long polls wake).
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io::{self, Cursor};
 use std::ops::{Bound, RangeBounds};
@@ -25,6 +29,7 @@ use openraft::{
     EntryPayload, LogState, OptionalSend, RaftLogReader, RaftSnapshotBuilder, Snapshot,
     StorageIOError,
 };
+use parking_lot::Mutex;
 
 use super::stream::{ChangeRing, RING_CAPACITY};
 use super::{
@@ -35,9 +40,64 @@ use crate::catalog::Catalog;
 use crate::catalog::command::CommandResult;
 use crate::storage::{Recovered, Storage, StorageHandle, StoreError};
 
+/// Entries kept in memory for replication and apply (a few MB at catalog-entry sizes).
+const LOG_CACHE: usize = 8192;
+
+/// The newest log entries; when not empty, contiguous and ending at the last appended one.
+#[derive(Default)]
+struct LogCache {
+    entries: VecDeque<Entry>,
+}
+
+impl LogCache {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|e| e.log_id.index)
+    }
+
+    fn append(&mut self, new: Vec<Entry>) {
+        let contiguous = match (self.entries.back(), new.first()) {
+            (Some(last), Some(next)) => next.log_id.index == last.log_id.index + 1,
+            _ => true,
+        };
+        if !contiguous {
+            self.entries.clear();
+        }
+        self.entries.extend(new);
+        while self.entries.len() > LOG_CACHE {
+            self.entries.pop_front();
+        }
+    }
+
+    /// Drops `[from, ∞)`.
+    fn truncate(&mut self, from: u64) {
+        while self.entries.back().is_some_and(|e| e.log_id.index >= from) {
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops `[0, upto]`.
+    fn purge(&mut self, upto: u64) {
+        while self.entries.front().is_some_and(|e| e.log_id.index <= upto) {
+            self.entries.pop_front();
+        }
+    }
+
+    /// `[start, end)` if the cache holds all of it that exists.
+    fn get(&self, start: u64, end: u64) -> Option<Vec<Entry>> {
+        let first = self.first_index()?;
+        if start < first {
+            return None;
+        }
+        let skip = usize::try_from(start - first).unwrap_or(usize::MAX);
+        let take = usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX);
+        Some(self.entries.iter().skip(skip).take(take).cloned().collect())
+    }
+}
+
 /// The log half of the store; owned by openraft's core task.
 pub(crate) struct LogStore {
     storage: StorageHandle,
+    cache: Arc<Mutex<LogCache>>,
     shared: Arc<Shared>,
     last_purged: Option<LogId>,
     last_log: Option<LogId>,
@@ -49,6 +109,7 @@ pub(crate) struct LogStore {
 #[derive(Clone)]
 pub(crate) struct LogReader {
     storage: StorageHandle,
+    cache: Arc<Mutex<LogCache>>,
 }
 
 /// The state-machine half; owned by openraft's state-machine worker.
@@ -136,6 +197,7 @@ fn build(
     *shared.committed_index.lock() = committed.map(|c| c.index);
     let log = LogStore {
         storage: storage.handle(),
+        cache: Arc::default(),
         shared: shared.clone(),
         last_purged,
         last_log,
@@ -165,9 +227,13 @@ fn to_range<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
 
 async fn read_entries(
     storage: &StorageHandle,
+    cache: &Mutex<LogCache>,
     start: u64,
     end: u64,
 ) -> Result<Vec<Entry>, StorageError> {
+    if let Some(hit) = cache.lock().get(start, end) {
+        return Ok(hit);
+    }
     let raw = storage
         .read_logs(start, end)
         .await
@@ -183,7 +249,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = to_range(&range);
-        read_entries(&self.storage, start, end).await
+        read_entries(&self.storage, &self.cache, start, end).await
     }
 }
 
@@ -193,7 +259,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         let (start, end) = to_range(&range);
-        read_entries(&self.storage, start, end).await
+        read_entries(&self.storage, &self.cache, start, end).await
     }
 }
 
@@ -210,6 +276,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_reader(&mut self) -> Self::LogReader {
         LogReader {
             storage: self.storage.clone(),
+            cache: self.cache.clone(),
         }
     }
 
@@ -251,17 +318,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut batch = Vec::new();
-        let mut last = None;
-        for entry in entries {
-            let bytes = encode(&entry).map_err(|e| StorageIOError::write_logs(&e))?;
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut batch = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let bytes = encode(entry).map_err(|e| StorageIOError::write_logs(&e))?;
             batch.push((entry.log_id.index, bytes));
-            last = Some(entry.log_id);
         }
-        if batch.is_empty() {
+        let Some(last) = entries.last().map(|e| e.log_id) else {
             callback.log_io_completed(Ok(()));
             return Ok(());
-        }
+        };
+        // Readable on return: from the cache, and from the store behind it (queued first).
+        self.cache.lock().append(entries);
         // The callback runs on the storage thread once the group commit is durable.
         self.storage
             .append(batch, move |res| {
@@ -269,11 +337,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             })
             .await
             .map_err(|e| StorageIOError::write_logs(&e))?;
-        self.last_log = last;
+        self.last_log = Some(last);
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        self.cache.lock().truncate(log_id.index);
         let last = self
             .storage
             .truncate(log_id.index)
@@ -292,6 +361,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = encode(&Some(log_id)).map_err(|e| StorageIOError::write_logs(&e))?;
+        self.cache.lock().purge(log_id.index);
         self.storage
             .purge(log_id.index, bytes)
             .await
@@ -504,6 +574,33 @@ mod tests {
     }
 
     const T: std::time::Duration = std::time::Duration::from_secs(10);
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn log_cache_serves_what_it_holds_and_nothing_older() {
+        let mut c = LogCache::default();
+        assert!(c.get(1, 5).is_none(), "empty: ask the store");
+        c.append((1..=5).map(|i| normal(1, i, "n")).collect());
+        assert_eq!(indexes(&c.get(2, 4).unwrap()), [2, 3]);
+        assert_eq!(indexes(&c.get(4, u64::MAX).unwrap()), [4, 5]);
+        assert!(c.get(6, 9).unwrap().is_empty(), "past the last entry");
+        c.truncate(4);
+        assert_eq!(indexes(&c.get(1, u64::MAX).unwrap()), [1, 2, 3]);
+        c.purge(1);
+        assert!(c.get(1, 3).is_none(), "purged: ask the store");
+        // A gap (after a snapshot install) starts over at the new entries.
+        c.append(vec![normal(2, 10, "n")]);
+        assert_eq!(c.first_index(), Some(10));
+        assert!(c.get(3, 11).is_none());
+        // Bounded: the oldest go first.
+        let more = u64::try_from(LOG_CACHE).unwrap();
+        c.append((11..11 + more).map(|i| normal(2, i, "n")).collect());
+        assert_eq!(c.entries.len(), LOG_CACHE);
+        assert_eq!(c.first_index(), Some(11));
+    }
 
     #[tokio::test]
     async fn log_vote_committed_and_purge_survive_reopen() {

@@ -3,12 +3,14 @@
 use std::time::Duration;
 
 use muster_server::{
-    Catalog, Command, CommandResult, Consistency, HealthCheck, HealthStatus, NodeMetaFilter,
-    RaftRole, Registration, ServiceFilter,
+    ApplyError, Catalog, Command, CommandResult, Consistency, HealthCheck, HealthStatus,
+    NodeMetaFilter, RaftRole, Registration, ServiceFilter,
 };
 use tokio::time::Instant;
 
-use crate::support::{TestServer, applied, config, deregister_node, register, wait_until};
+use crate::support::{
+    TestServer, applied, config, deregister_node, node_uuid, register, wait_until,
+};
 
 #[tokio::test]
 async fn bootstrap_write_read_and_restart_keep_catalog_and_indexes() {
@@ -226,4 +228,84 @@ async fn shutdown_token_stops_the_server_and_refuses_work() {
     let again = TestServer::start(1, dir.path(), None).await;
     again.stop().await;
     drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_share_entries_and_keep_their_own_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(1, dir.path(), None).await;
+    let h = server.handle.clone();
+    h.bootstrap_single().await.unwrap();
+    wait_until("leadership", Duration::from_secs(10), || async {
+        h.is_leader().then_some(())
+    })
+    .await;
+    // "taken" belongs to a gossip-healthy node: another ID cannot register under its name.
+    let owner = |id: u64| {
+        Command::Register(Registration {
+            id: node_uuid(id),
+            node: "taken".into(),
+            address: "10.9.0.1".into(),
+            checks: vec![HealthCheck {
+                check_id: "serfHealth".into(),
+                name: "Serf Health Status".into(),
+                status: HealthStatus::Passing,
+                ..HealthCheck::default()
+            }],
+            ..Registration::default()
+        })
+    };
+    assert!(h.write(owner(1)).await.unwrap().result.is_ok());
+    let before = h.status().last_log_index;
+
+    // 200 writers at once, one of them refused at apply time.
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        let h = h.clone();
+        writes.spawn(async move { (Some(i), h.write(register(&format!("c{i}"), 100 + i)).await) });
+    }
+    let clash = h.clone();
+    writes.spawn(async move { (None, clash.write(owner(2)).await) });
+    let mut indexes = std::collections::BTreeSet::new();
+    while let Some(done) = writes.join_next().await {
+        let (which, outcome) = done.unwrap();
+        let outcome = outcome.unwrap();
+        indexes.insert(outcome.index);
+        match which {
+            Some(i) => assert_eq!(outcome.result, CommandResult::Ok, "c{i}"),
+            None => assert!(
+                matches!(
+                    outcome.result,
+                    CommandResult::Rejected(ApplyError::NodeNameReserved { .. })
+                ),
+                "{:?}",
+                outcome.result
+            ),
+        }
+    }
+    let (names, owner_id) = h
+        .read(Consistency::Default, |c| {
+            let names = (0..200)
+                .filter(|i| c.node(&format!("c{i}")).is_some())
+                .count();
+            (names, c.node("taken").map(|n| n.id.clone()))
+        })
+        .await
+        .unwrap()
+        .0;
+    assert_eq!(names, 200, "every acknowledged write is in the catalog");
+    assert_eq!(
+        owner_id,
+        Some(node_uuid(1)),
+        "the refused write changed nothing"
+    );
+    // Group commit: fewer entries than writes (each write still got its entry's index).
+    let grew = h.status().last_log_index.unwrap() - before.unwrap();
+    assert!(grew < 201, "{grew} entries for 201 concurrent writes");
+    assert_eq!(
+        indexes.len() as u64,
+        grew,
+        "writes report the entries they went into"
+    );
+    server.stop().await;
 }
