@@ -359,7 +359,15 @@ impl Inner {
         let m = self.raft.metrics();
         let m = m.borrow();
         match m.current_leader {
-            Some(id) if id == self.config.node_id && m.state == ServerState::Leader => Leader::Me,
+            // openraft restores a restarted leader as leader before any voter has answered;
+            // like Consul, it is not reported as leader until a quorum has acknowledged it.
+            Some(id)
+                if id == self.config.node_id
+                    && m.state == ServerState::Leader
+                    && m.millis_since_quorum_ack.is_some() =>
+            {
+                Leader::Me
+            }
             Some(id) if id == self.config.node_id => Leader::Unknown,
             Some(id) => match m.membership_config.membership().get_node(&id) {
                 Some(node) => Leader::Other(self.peers.resolve(id, &node.rpc_addr)),
@@ -528,7 +536,8 @@ impl Inner {
             }
         };
         let meta = ReadMeta {
-            known_leader: m.current_leader.is_some(),
+            known_leader: m.current_leader.is_some()
+                && (!is_leader || m.millis_since_quorum_ack.is_some()),
             last_contact,
             consistency,
         };

@@ -6,18 +6,13 @@ use muster_server::Table;
 use muster_server::catalog::query::tables;
 use tokio::time::Instant;
 
-use crate::support::{TestServer, register, wait_until};
+use crate::support::{TestServer, register};
 
 #[tokio::test]
 async fn wait_wakes_on_a_write_and_times_out_otherwise() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(1, dir.path(), None).await;
+    let server = TestServer::single(dir.path()).await;
     let h = server.handle.clone();
-    h.bootstrap_single().await.unwrap();
-    wait_until("leadership", Duration::from_secs(10), || async {
-        h.is_leader().then_some(())
-    })
-    .await;
     let first = h.write(register("db1", 1)).await.unwrap();
     let index = h.indexes().max_of(tables::CHECK_SERVICE_NODES);
     assert_eq!(index, first.index);

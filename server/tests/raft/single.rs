@@ -233,13 +233,8 @@ async fn shutdown_token_stops_the_server_and_refuses_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_entries_and_keep_their_own_results() {
     let dir = tempfile::tempdir().unwrap();
-    let server = TestServer::start(1, dir.path(), None).await;
+    let server = TestServer::single(dir.path()).await;
     let h = server.handle.clone();
-    h.bootstrap_single().await.unwrap();
-    wait_until("leadership", Duration::from_secs(10), || async {
-        h.is_leader().then_some(())
-    })
-    .await;
     // "taken" belongs to a gossip-healthy node: another ID cannot register under its name.
     let owner = |id: u64| {
         Command::Register(Registration {

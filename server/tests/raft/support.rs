@@ -61,6 +61,17 @@ impl TestServer {
         }
     }
 
+    /// A one-server cluster in `dir`, bootstrapped and leading.
+    pub async fn single(dir: &Path) -> TestServer {
+        let server = Self::start(1, dir, None).await;
+        server.handle.bootstrap_single().await.unwrap();
+        wait_until("leadership", Duration::from_secs(10), || async {
+            server.handle.is_leader().then_some(())
+        })
+        .await;
+        server
+    }
+
     pub fn node(&self) -> ServerNode {
         ServerNode {
             name: format!("server{}", self.id),
