@@ -963,6 +963,15 @@ mod tests {
             vec![]
         );
 
+        // Everyone in `list` last seen at `start`, planned an hour later against `config`.
+        let plan_an_hour_later = |config: &[ServerInfo], list: &[Member]| {
+            let servers = gossip_servers(list, DC);
+            let mut failed = BTreeMap::new();
+            track_failures(&mut failed, &servers, start);
+            let later = start + Duration::from_secs(3600);
+            plan_membership(&servers, config, &s, &failed, &BTreeSet::new(), later)
+        };
+
         // Two voters, one failed: {leader} alone would be a quorum of what remains, but the
         // change cannot commit without a quorum of the two.
         let config2 = vec![info(1, true), info(2, true)];
@@ -970,18 +979,7 @@ mod tests {
             member(1, MemberStatus::Alive, Some(3)),
             member(2, MemberStatus::Failed, Some(3)),
         ];
-        let servers = gossip_servers(&list, DC);
-        let mut failed = BTreeMap::new();
-        track_failures(&mut failed, &servers, start);
-        let plan = plan_membership(
-            &servers,
-            &config2,
-            &s,
-            &failed,
-            &BTreeSet::new(),
-            start + Duration::from_secs(3600),
-        );
-        assert_eq!(plan, vec![]);
+        assert_eq!(plan_an_hour_later(&config2, &list), vec![]);
 
         // Five voters, two dead: both can go, one after the other (5 → 4 → 3, 3 healthy).
         let config5: Vec<ServerInfo> = (1..=5).map(|n| info(n, true)).collect();
@@ -995,20 +993,13 @@ mod tests {
                 member(n, status, Some(3))
             })
             .collect();
-        let servers = gossip_servers(&list, DC);
-        let mut failed = BTreeMap::new();
-        track_failures(&mut failed, &servers, start);
-        let plan = plan_membership(
-            &servers,
-            &config5,
-            &s,
-            &failed,
-            &BTreeSet::new(),
-            start + Duration::from_secs(3600),
-        );
+        let plan = plan_an_hour_later(&config5, &list);
         assert_eq!(plan.len(), 2, "{plan:?}");
 
         // Recovery clears the record.
+        let mut failed = BTreeMap::new();
+        track_failures(&mut failed, &gossip_servers(&list, DC), start);
+        assert_eq!(failed.len(), 2);
         let list = vec![
             member(1, MemberStatus::Alive, Some(3)),
             member(2, MemberStatus::Alive, Some(3)),

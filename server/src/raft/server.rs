@@ -17,12 +17,14 @@
 //!   stopped first, then the storage thread is joined.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, Fatal, InitializeError, RaftError};
 use openraft::{ChangeMembers, ServerState};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -31,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::network::{
     Network, PATH_READ_INDEX, PATH_WRITE, PeerAddrs, PostError, encode_request, http_client, post,
 };
-use super::rpc::{ForwardWrite, ForwardWriteReply, ReadIndexReply};
+use super::rpc::{ForwardError, ForwardWrite, ReadIndexReply};
 use super::store::{self};
 use super::{NodeId, Raft, ServerNode, Shared};
 use crate::catalog::command::{Command, CommandResult};
@@ -429,20 +431,60 @@ impl Inner {
         }
     }
 
-    async fn forward_write(
+    /// Runs `local` when this server leads, or posts `request` to the leader's `path`; retried
+    /// across elections and leader changes until `deadline`. A local "not/no leader" and a
+    /// retryable remote error try again; any other error is the answer at once. At the
+    /// deadline the answer is the last RPC failure, or `No cluster leader`.
+    async fn on_leader<T, R, F, Fut>(
         &self,
-        addr: &str,
-        command: &Command,
+        path: &str,
+        request: &R,
         deadline: Instant,
-    ) -> Result<ForwardWriteReply, PostError> {
-        let body = encode_request(
-            addr,
-            &ForwardWrite {
-                command: command.clone(),
-            },
-        )?;
-        let budget = deadline.saturating_duration_since(Instant::now());
-        post(&self.client, addr, PATH_WRITE, body, budget).await
+        mut local: F,
+    ) -> Result<T, ServerError>
+    where
+        T: DeserializeOwned,
+        R: Serialize,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, ServerError>>,
+    {
+        let mut last_error: ServerError;
+        loop {
+            self.ensure_open()?;
+            match self.leader() {
+                Leader::Me => match local().await {
+                    Err(e @ (ServerError::NotLeader { .. } | ServerError::NoLeader)) => {
+                        last_error = e;
+                    }
+                    done => return done,
+                },
+                Leader::Other(addr) => {
+                    let budget = deadline.saturating_duration_since(Instant::now());
+                    let reply: Result<Result<T, ForwardError>, PostError> =
+                        match encode_request(&addr, request) {
+                            Ok(body) => post(&self.client, &addr, path, body, budget).await,
+                            Err(e) => Err(e),
+                        };
+                    match reply {
+                        Ok(Ok(value)) => return Ok(value),
+                        Ok(Err(e)) if e.is_retryable() => last_error = e.into_server_error(),
+                        Ok(Err(e)) => return Err(e.into_server_error()),
+                        Err(e) => {
+                            tracing::debug!(error = %e, path, "call to the leader failed");
+                            last_error = ServerError::Rpc(e.to_string());
+                        }
+                    }
+                }
+                Leader::Unknown => last_error = ServerError::NoLeader,
+            }
+            if !self.pause(deadline).await {
+                self.ensure_open()?;
+                return Err(match last_error {
+                    e @ ServerError::Rpc(_) => e,
+                    _ => ServerError::NoLeader,
+                });
+            }
+        }
     }
 
     /// Leader side of a follower's consistent read: confirm leadership with a quorum and return
@@ -675,36 +717,12 @@ impl ServerHandle {
         }
         let size = command.validate_sized().map_err(ServerError::Validation)?;
         let deadline = Instant::now() + inner.config.rpc_hold_timeout;
-        let mut last_error: Option<ServerError>;
-        loop {
-            inner.ensure_open()?;
-            match inner.leader() {
-                Leader::Me => match inner.write_local(command.clone(), size, deadline).await {
-                    Ok(outcome) => return Ok(outcome),
-                    Err(e @ (ServerError::NotLeader { .. } | ServerError::NoLeader)) => {
-                        last_error = Some(e);
-                    }
-                    Err(e) => return Err(e),
-                },
-                Leader::Other(addr) => match inner.forward_write(&addr, &command, deadline).await {
-                    Ok(Ok(outcome)) => return Ok(outcome),
-                    Ok(Err(e)) if e.is_retryable() => last_error = Some(e.into_server_error()),
-                    Ok(Err(e)) => return Err(e.into_server_error()),
-                    Err(e) => {
-                        tracing::debug!(error = %e, "forwarding a write to the leader failed");
-                        last_error = Some(ServerError::Rpc(e.to_string()));
-                    }
-                },
-                Leader::Unknown => last_error = Some(ServerError::NoLeader),
-            }
-            if !inner.pause(deadline).await {
-                inner.ensure_open()?;
-                return Err(match last_error {
-                    Some(e @ ServerError::Rpc(_)) => e,
-                    _ => ServerError::NoLeader,
-                });
-            }
-        }
+        let forwarded = ForwardWrite { command };
+        inner
+            .on_leader(PATH_WRITE, &forwarded, deadline, || {
+                inner.write_local(forwarded.command.clone(), size, deadline)
+            })
+            .await
     }
 
     /// Runs `f` over the catalog at the requested consistency. `f` runs under a short read

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::super::network::{
     PATH_CONFIGURATION, PATH_PEERS, PATH_REMOVE_SERVER, PostError, encode_request, post,
 };
-use super::super::rpc::{ConfigurationReply, PeersReply, RemoveServer, RemoveServerReply};
+use super::super::rpc::{PeersReply, RemoveServer};
 use super::{Consistency, Inner, Leader, ServerHandle, client_write_error};
 use crate::error::ServerError;
 use crate::raft::ServerNode;
@@ -228,37 +228,11 @@ impl ServerHandle {
             return Ok(inner.local_configuration());
         }
         let deadline = Instant::now() + inner.config.rpc_hold_timeout;
-        let mut last_error: ServerError;
-        loop {
-            inner.ensure_open()?;
-            match inner.leader() {
-                Leader::Me => return Ok(inner.local_configuration()),
-                Leader::Other(addr) => {
-                    let budget = deadline.saturating_duration_since(Instant::now());
-                    let reply: Result<ConfigurationReply, PostError> =
-                        match encode_request(&addr, &()) {
-                            Ok(body) => {
-                                post(&inner.client, &addr, PATH_CONFIGURATION, body, budget).await
-                            }
-                            Err(e) => Err(e),
-                        };
-                    match reply {
-                        Ok(Ok(config)) => return Ok(config),
-                        Ok(Err(e)) if e.is_retryable() => last_error = e.into_server_error(),
-                        Ok(Err(e)) => return Err(e.into_server_error()),
-                        Err(e) => last_error = ServerError::Rpc(e.to_string()),
-                    }
-                }
-                Leader::Unknown => last_error = ServerError::NoLeader,
-            }
-            if !inner.pause(deadline).await {
-                inner.ensure_open()?;
-                return Err(match last_error {
-                    e @ ServerError::Rpc(_) => e,
-                    _ => ServerError::NoLeader,
-                });
-            }
-        }
+        inner
+            .on_leader(PATH_CONFIGURATION, &(), deadline, || async {
+                Ok(inner.local_configuration())
+            })
+            .await
     }
 
     /// Records a server's new RPC address in the Raft membership (leader only). A no-op when
@@ -293,42 +267,11 @@ impl ServerHandle {
     pub async fn remove_server_anywhere(&self, id: u64) -> Result<(), ServerError> {
         let inner = self.server()?;
         let deadline = Instant::now() + inner.config.rpc_hold_timeout;
-        let mut last_error: ServerError;
-        loop {
-            inner.ensure_open()?;
-            match inner.leader() {
-                Leader::Me => match inner.remove_member(id, deadline).await {
-                    Err(e @ (ServerError::NotLeader { .. } | ServerError::NoLeader)) => {
-                        last_error = e;
-                    }
-                    other => return other,
-                },
-                Leader::Other(addr) => {
-                    let budget = deadline.saturating_duration_since(Instant::now());
-                    let reply: Result<RemoveServerReply, PostError> =
-                        match encode_request(&addr, &RemoveServer { id }) {
-                            Ok(body) => {
-                                post(&inner.client, &addr, PATH_REMOVE_SERVER, body, budget).await
-                            }
-                            Err(e) => Err(e),
-                        };
-                    match reply {
-                        Ok(Ok(())) => return Ok(()),
-                        Ok(Err(e)) if e.is_retryable() => last_error = e.into_server_error(),
-                        Ok(Err(e)) => return Err(e.into_server_error()),
-                        Err(e) => last_error = ServerError::Rpc(e.to_string()),
-                    }
-                }
-                Leader::Unknown => last_error = ServerError::NoLeader,
-            }
-            if !inner.pause(deadline).await {
-                inner.ensure_open()?;
-                return Err(match last_error {
-                    e @ ServerError::Rpc(_) => e,
-                    _ => ServerError::NoLeader,
-                });
-            }
-        }
+        inner
+            .on_leader(PATH_REMOVE_SERVER, &RemoveServer { id }, deadline, || {
+                inner.remove_member(id, deadline)
+            })
+            .await
     }
 }
 
