@@ -215,7 +215,13 @@ impl Builder<'_> {
             }
         };
         let tc = self.truncated && self.transport == Transport::Udp;
-        let flags = response_flags(self.q.flags, aa, tc, self.zone.recursion_available, rcode);
+        let flags = response_flags(
+            self.q.flags,
+            aa,
+            tc,
+            self.zone.recursion_available && self.q.may_recurse,
+            rcode,
+        );
         self.w
             .finish(flags, OptOut::for_request(self.q.edns, rcode));
         Answered {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::allow::RecursorAllow;
 use crate::error::DnsError;
 
 /// Consul's hard maximum for `udp_answer_limit`.
@@ -50,6 +51,9 @@ pub struct DnsConfig {
     pub max_stale: Duration,
     /// Upstream resolvers for every name outside the zone; empty disables forwarding.
     pub recursors: Vec<SocketAddr>,
+    /// Clients that may use the recursors (`recursor_allow`, default `localhost` and
+    /// `localnets`); everyone else gets REFUSED for names outside the zone and RA=0.
+    pub recursor_allow: RecursorAllow,
     /// Order in which the recursors are tried.
     pub recursor_strategy: RecursorStrategy,
     /// Time allowed for one attempt against one recursor.
@@ -79,6 +83,7 @@ impl Default for DnsConfig {
             allow_stale: true,
             max_stale: Duration::from_secs(87_600 * 3600),
             recursors: Vec::new(),
+            recursor_allow: RecursorAllow::default(),
             recursor_strategy: RecursorStrategy::Sequential,
             recursor_timeout: Duration::from_secs(2),
             cache: CacheConfig::default(),

@@ -84,6 +84,7 @@
 //! `max_inflight` queries are on the general path at once, beyond that SERVFAIL.
 //! Entry count and bytes are both bounded (approximate LRU eviction).
 
+mod allow;
 mod answer;
 mod cache;
 mod catalog;
@@ -99,6 +100,7 @@ pub mod testing;
 mod wire;
 mod zone;
 
+pub use allow::{Net, RecursorAllow};
 pub use catalog::{
     CatalogView, DnsCatalog, DnsNode, DnsServiceInstance, InstanceHealth, SharedCatalog, Weights,
 };

@@ -20,7 +20,7 @@
 //! UDP does not go through hickory-server: its task per datagram and full message decode
 //! and encode cannot meet the CPU budget that the fast path meets.
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -324,7 +324,7 @@ impl DnsServer {
         Ok(())
     }
 
-    /// Answers one message as the fast path would (`None` when it would defer to the
+    /// Answers one message as the fast path would (from a loopback client) (`None` when it would defer to the
     /// general path or drop the message). For tests that compare the two paths
     /// (feature `testing`).
     #[cfg(feature = "testing")]
@@ -332,7 +332,7 @@ impl DnsServer {
         let mut ctx = FastCtx::new(0);
         ctx.scratch = Scratch::seeded(seed);
         let transport = if tcp { Transport::Tcp } else { Transport::Udp };
-        match self.inner.fast_path(msg, transport, &mut ctx) {
+        match self.inner.fast_path(msg, transport, TEST_CLIENT, &mut ctx) {
             Fast::Reply => Some(ctx.out),
             Fast::General | Fast::Drop => None,
         }
@@ -349,10 +349,14 @@ impl DnsServer {
     ) -> Option<Vec<u8>> {
         let transport = if tcp { Transport::Tcp } else { Transport::Udp };
         self.inner
-            .general(msg, transport, Scratch::seeded(seed))
+            .general(msg, transport, TEST_CLIENT, Scratch::seeded(seed))
             .await
     }
 }
+
+/// The client address of the `*_for_test` entry points.
+#[cfg(feature = "testing")]
+const TEST_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Indexes the view's current catalog for `config`.
 fn prepare(view: &dyn CatalogView, config: Arc<DnsConfig>, config_gen: u64) -> Prepared {
@@ -456,7 +460,8 @@ impl Inner {
         counters: &Counters,
     ) -> Local {
         let zone = &p.zone;
-        let ra = zone.recursion_available;
+        // A client outside `recursor_allow` is answered as if there were no recursors.
+        let ra = zone.recursion_available && q.may_recurse;
         let tcp = transport == Transport::Tcp;
         // CHAOS and other classes: we serve IN only, and never forward them.
         if q.qclass != rtype::CLASS_IN {
@@ -510,7 +515,12 @@ impl Inner {
             return Local::Forward;
         }
         if !ra {
-            let code = write_error(q, &DnsError::Refused("no recursors configured"), ra, out);
+            let why = if zone.recursion_available {
+                "recursion not allowed for this client"
+            } else {
+                "no recursors configured"
+            };
+            let code = write_error(q, &DnsError::Refused(why), ra, out);
             counters.answered(tcp, fast, QueryKind::Other, code, false);
             return Local::Done;
         }
@@ -518,7 +528,13 @@ impl Inner {
     }
 
     /// The fast path: synchronous, allocation-free, no task.
-    fn fast_path(&self, msg: &[u8], transport: Transport, ctx: &mut FastCtx) -> Fast {
+    fn fast_path(
+        &self,
+        msg: &[u8],
+        transport: Transport,
+        client: IpAddr,
+        ctx: &mut FastCtx,
+    ) -> Fast {
         match parse_fast(msg, &mut ctx.q) {
             Parse::Drop => return Fast::Drop,
             Parse::General => return Fast::General,
@@ -537,6 +553,7 @@ impl Inner {
             key,
             ..
         } = ctx;
+        q.may_recurse = p.config.recursor_allow.allows(client);
         match self.answer_local(&p, q, transport, true, scratch, out, counters) {
             Local::Done => Fast::Reply,
             Local::Forward => {
@@ -575,13 +592,15 @@ impl Inner {
         &self,
         msg: &[u8],
         transport: Transport,
+        client: IpAddr,
         mut scratch: Scratch,
     ) -> Option<Vec<u8>> {
         let counters = self.stats.shared();
         let tcp = transport == Transport::Tcp;
         let (id, flags) = request_header(msg)?;
         let p = self.prepared();
-        let ra = p.zone.recursion_available;
+        let may_recurse = p.config.recursor_allow.allows(client);
+        let ra = p.zone.recursion_available && may_recurse;
         let mut out = Vec::new();
         let bare =
             |out: &mut Vec<u8>, err: DnsError, question: Option<&[u8]>, edns: Option<Edns>| {
@@ -655,6 +674,7 @@ impl Inner {
             qtype: u16::from(hq.query_type()),
             qclass: u16::from(hq.query_class()),
             edns,
+            may_recurse,
         };
         match self.answer_local(&p, &q, transport, false, &mut scratch, &mut out, counters) {
             Local::Done => Some(out),
@@ -699,7 +719,9 @@ impl Inner {
     ) {
         // Shed instead of queueing: a late answer is worth less than a quick SERVFAIL
         // (Consul #1535: queues that grow without bound make every query late).
-        let max = self.config.load().max_inflight;
+        let config = self.config.load();
+        let max = config.max_inflight;
+        let ra = !config.recursors.is_empty() && config.recursor_allow.allows(peer.ip());
         if self.general_active.fetch_add(1, Ordering::Relaxed) >= max {
             self.general_active.fetch_sub(1, Ordering::Relaxed);
             let counters = self.stats.shared();
@@ -710,7 +732,7 @@ impl Inner {
                 write_bare_response(
                     &mut out,
                     id,
-                    response_flags(flags, false, false, true, code),
+                    response_flags(flags, false, false, ra, code),
                     raw_question(msg),
                     None,
                 );
@@ -722,7 +744,10 @@ impl Inner {
         let (inner, socket, msg) = (self.clone(), socket.clone(), msg.to_vec());
         tracker.spawn_on(
             async move {
-                if let Some(out) = inner.general(&msg, Transport::Udp, Scratch::new()).await {
+                if let Some(out) = inner
+                    .general(&msg, Transport::Udp, peer.ip(), Scratch::new())
+                    .await
+                {
                     // UDP sends do not block for long; the socket is in blocking mode
                     // because its receive loop is a plain thread.
                     let _ = socket.send_to(&out, peer);

@@ -56,6 +56,22 @@ pub enum FakeAnswer {
         /// Their TTL.
         ttl: u32,
     },
+    /// A reply that must not be believed (see [`Garbage`]).
+    Garbage(Garbage),
+}
+
+/// Broken replies a misbehaving or spoofing upstream sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Garbage {
+    /// The request's ID and a response header claiming one answer, then bytes that are not
+    /// a DNS message.
+    Junk,
+    /// A well-formed A answer under another ID.
+    WrongId,
+    /// A well-formed A answer for another name.
+    WrongQuestion,
+    /// A query (QR=0) echoed back instead of a response.
+    NotAResponse,
 }
 
 impl FakeAnswer {
@@ -243,6 +259,9 @@ fn respond(
         edns.set_max_payload(1232);
         m.set_edns(edns);
     }
+    if let FakeAnswer::Garbage(kind) = answer {
+        return Some((garbage(kind, &req, &query)?, delay));
+    }
     let qname = query.name().clone();
     let zone = qname.base_name();
     let soa = |ttl: u32, minimum: u32| {
@@ -286,8 +305,37 @@ fn respond(
         }
         FakeAnswer::ServFail => m.metadata.response_code = ResponseCode::ServFail,
         FakeAnswer::Refused => m.metadata.response_code = ResponseCode::Refused,
+        FakeAnswer::Garbage(_) => unreachable!("answered above"),
     }
     Some((m.to_vec().ok()?, delay))
+}
+
+/// The bytes of a [`Garbage`] reply to `req`.
+fn garbage(kind: Garbage, req: &Message, query: &hickory_proto::op::Query) -> Option<Vec<u8>> {
+    let id = req.metadata.id;
+    let answer_for = |id: u16, name: Name| -> Option<Vec<u8>> {
+        let mut m = Message::new(id, MessageType::Response, OpCode::Query);
+        m.metadata.recursion_available = true;
+        m.add_query(hickory_proto::op::Query::query(name.clone(), RecordType::A));
+        m.add_answer(Record::from_rdata(
+            name,
+            60,
+            RData::A(A::new(198, 51, 100, 66)),
+        ));
+        m.to_vec().ok()
+    };
+    match kind {
+        Garbage::Junk => {
+            // ID, QR=1 RD RA, QD=1 AN=1, then noise that is no name, type or class.
+            let mut bytes = id.to_be_bytes().to_vec();
+            bytes.extend_from_slice(&[0x81, 0x80, 0, 1, 0, 1, 0, 0, 0, 0]);
+            bytes.extend_from_slice(&[0xc0, 0xff, 0x3f, 0xff, 0xee, 0x00, 0x07]);
+            Some(bytes)
+        }
+        Garbage::WrongId => answer_for(id.wrapping_add(1), query.name().clone()),
+        Garbage::WrongQuestion => answer_for(id, Name::from_ascii("spoofed.invalid.").ok()?),
+        Garbage::NotAResponse => req.to_vec().ok(),
+    }
 }
 
 async fn udp_loop(socket: Arc<UdpSocket>, rules: Arc<Mutex<Rules>>, shutdown: CancellationToken) {

@@ -84,6 +84,8 @@ pub(crate) struct Query {
     pub(crate) qtype: u16,
     pub(crate) qclass: u16,
     pub(crate) edns: Option<Edns>,
+    /// The client is on `recursor_allow`: it may be forwarded for and sees RA.
+    pub(crate) may_recurse: bool,
 }
 
 impl Query {
@@ -96,6 +98,7 @@ impl Query {
             qtype: 0,
             qclass: 0,
             edns: None,
+            may_recurse: true,
         }
     }
 

@@ -355,6 +355,9 @@ mod tests {
         assert_eq!(rt.dns.udp_answer_limit, 3);
         assert_eq!(rt.dns.recursor_timeout, Duration::from_secs(2));
         assert_eq!(rt.dns.recursor_strategy, RecursorStrategy::Sequential);
+        // Not an open resolver by default: only this host and its own networks recurse.
+        assert!(rt.dns.recursor_allow.allows("127.0.0.1".parse().unwrap()));
+        assert!(!rt.dns.recursor_allow.allows("203.0.113.9".parse().unwrap()));
         assert!(rt.dns.enable_additional_node_meta_txt);
         assert_eq!(
             rt.dns.soa,
@@ -911,6 +914,11 @@ mod tests {
                 "invalid strategy: \"fastest\"",
             ),
             (
+                r#"{"dns_config": {"recursor_allow": ["10.0.0.0/8", "10.0.0.0/40"]}}"#,
+                "dns_config.recursor_allow",
+                "\"10.0.0.0/40\" is not a network: the prefix length must be 0 to 32",
+            ),
+            (
                 r#"{"dns_config": {"recursor_timeout": "0s"}}"#,
                 "dns_config.recursor_timeout",
                 "must be greater than zero",
@@ -1123,6 +1131,7 @@ mod tests {
                              "only_passing": true, "udp_answer_limit": 8, "a_record_limit": 2,
                              "enable_truncate": true, "recursor_strategy": "random",
                              "recursor_timeout": "500ms", "disable_compression": true,
+                             "recursor_allow": ["any"],
                              "enable_additional_node_meta_txt": false,
                              "soa": {"min_ttl": 30}},
               "node_meta": {"rack": "r1"},
@@ -1172,6 +1181,7 @@ mod tests {
         assert_eq!(rt.dns.a_record_limit, 2);
         assert_eq!(rt.dns.recursor_strategy, RecursorStrategy::Random);
         assert_eq!(rt.dns.recursor_timeout, Duration::from_millis(500));
+        assert!(rt.dns.recursor_allow.allows("203.0.113.9".parse().unwrap()));
         assert!(!rt.dns.enable_additional_node_meta_txt);
         assert_eq!(rt.dns.soa.min_ttl, 30);
         assert_eq!(rt.dns.soa.refresh, 3600);

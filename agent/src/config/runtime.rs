@@ -169,6 +169,9 @@ pub struct DnsSettings {
     pub alt_domain: Option<String>,
     /// Upstream resolvers for every other name, deduplicated, port 53 unless given.
     pub recursors: Vec<SocketAddr>,
+    /// Clients that may use the recursors (`dns_config.recursor_allow`; default
+    /// `localhost` and `localnets`), so an agent bound beyond loopback is no open resolver.
+    pub recursor_allow: muster_dns::RecursorAllow,
     /// How upstreams are tried.
     pub recursor_strategy: RecursorStrategy,
     /// Timeout of one upstream query.
@@ -434,6 +437,7 @@ struct FileDns {
     #[serde(with = "crate::duration::serde_go::option")]
     node_ttl: Option<Duration>,
     only_passing: Option<bool>,
+    recursor_allow: Option<Vec<String>>,
     recursor_strategy: Option<String>,
     #[serde(with = "crate::duration::serde_go::option")]
     recursor_timeout: Option<Duration>,
@@ -1050,6 +1054,11 @@ fn build_dns(
             ));
         }
     };
+    let recursor_allow = match &d.recursor_allow {
+        None => muster_dns::RecursorAllow::default(),
+        Some(entries) => muster_dns::RecursorAllow::parse(entries)
+            .map_err(|e| blame.err("dns_config.recursor_allow", e))?,
+    };
     let recursor_timeout = d.recursor_timeout.unwrap_or(defaults::RECURSOR_TIMEOUT);
     if recursor_timeout.is_zero() {
         return Err(blame.err("dns_config.recursor_timeout", "must be greater than zero"));
@@ -1096,6 +1105,7 @@ fn build_dns(
         domain,
         alt_domain,
         recursors,
+        recursor_allow,
         recursor_strategy,
         recursor_timeout,
         allow_stale: d.allow_stale.unwrap_or(true),

@@ -354,6 +354,7 @@ pub(crate) static DNS: Obj = Obj {
         used("max_stale", Dur),
         used("node_ttl", Dur),
         used("only_passing", Bool),
+        used("recursor_allow", STR_LIST),
         used("recursor_strategy", Str),
         used("recursor_timeout", Dur),
         used("service_ttl", Kind::Map(&Dur)),

@@ -57,6 +57,7 @@ pub fn dns_config(settings: &DnsSettings, datacenter: &str) -> DnsConfig {
     c.allow_stale = settings.allow_stale;
     c.max_stale = settings.max_stale;
     c.recursors = settings.recursors.clone();
+    c.recursor_allow = settings.recursor_allow.clone();
     c.recursor_strategy = match settings.recursor_strategy {
         config::RecursorStrategy::Sequential => RecursorStrategy::Sequential,
         config::RecursorStrategy::Random => RecursorStrategy::Random,
@@ -203,6 +204,7 @@ mod tests {
             domain: "example.".into(),
             alt_domain: Some("alt.".into()),
             recursors: vec!["127.0.0.1:5400".parse().unwrap()],
+            recursor_allow: muster_dns::RecursorAllow::parse(&["10.0.0.0/8"]).unwrap(),
             recursor_strategy: config::RecursorStrategy::Random,
             recursor_timeout: Duration::from_secs(3),
             allow_stale: false,
@@ -246,6 +248,8 @@ mod tests {
         assert_eq!(c.max_stale, Duration::from_secs(7));
         assert_eq!(c.recursors, settings().recursors);
         assert_eq!(c.recursor_strategy, RecursorStrategy::Random);
+        assert!(c.recursor_allow.allows("10.1.2.3".parse().unwrap()));
+        assert!(!c.recursor_allow.allows("127.0.0.1".parse().unwrap()));
         assert_eq!(c.recursor_timeout, Duration::from_secs(3));
         c.validate().unwrap();
     }

@@ -37,6 +37,7 @@
 //!   dispatcher, so those lines are never formatted whatever the agent's log filter;
 //!   encoding failures, the one thing hickory would report there, are logged by us.
 
+use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
 use hickory_proto::ProtoError;
@@ -107,23 +108,24 @@ impl TcpHandler {
     }
 
     /// Our engine's response to `msg`, or `None` when it must not be answered.
-    async fn answer(&self, msg: &[u8]) -> Option<Vec<u8>> {
+    async fn answer(&self, msg: &[u8], client: IpAddr) -> Option<Vec<u8>> {
         let Ok(_permit) = self.busy.try_acquire() else {
             return Some(self.shed(msg));
         };
         // The fast path is synchronous: the thread-local buffers are released before any
         // await.
-        let fast =
-            FAST_CTX.with_borrow_mut(|ctx| match self.inner.fast_path(msg, Transport::Tcp, ctx) {
+        let fast = FAST_CTX.with_borrow_mut(|ctx| {
+            match self.inner.fast_path(msg, Transport::Tcp, client, ctx) {
                 Fast::Reply => Some(Some(ctx.out.clone())),
                 Fast::Drop => Some(None),
                 Fast::General => None,
-            });
+            }
+        });
         match fast {
             Some(reply) => reply,
             None => {
                 self.inner
-                    .general(msg, Transport::Tcp, Scratch::new())
+                    .general(msg, Transport::Tcp, client, Scratch::new())
                     .await
             }
         }
@@ -163,7 +165,7 @@ impl RequestHandler for TcpHandler {
             counts: HeaderCounts::default(),
         });
         let Some(bytes) = self
-            .answer(request.as_slice())
+            .answer(request.as_slice(), request.src().ip())
             .await
             .filter(|b| !b.is_empty())
         else {

@@ -194,7 +194,7 @@ pub(super) fn udp_loop(
             let Some(peer) = peer else {
                 continue;
             };
-            match inner.fast_path(msg, Transport::Udp, &mut ctx) {
+            match inner.fast_path(msg, Transport::Udp, peer.ip(), &mut ctx) {
                 Fast::Reply => outbox.queue(&ctx.out, peer),
                 Fast::General => inner.spawn_general(msg, peer, &socket, rt, tracker),
                 Fast::Drop => {}

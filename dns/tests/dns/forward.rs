@@ -1,16 +1,19 @@
 //! Forwarding through the fake upstream: caching, negative caching, failover, timeouts,
-//! serve-stale, TCP retry, RD=0, coalescing and loop protection.
+//! garbage replies, serve-stale, TCP retry, RD=0, coalescing, loop protection, zone
+//! answers that never wait for upstreams, and `recursor_allow`.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
-use hickory_proto::op::ResponseCode;
+use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::RecordType;
-use muster_dns::testing::{FakeAnswer, FakeTransport, FakeUpstream};
-use muster_dns::{CacheConfig, DnsConfig, DnsListeners, RecursorStrategy};
+use muster_dns::testing::{FakeAnswer, FakeTransport, FakeUpstream, Garbage};
+use muster_dns::{CacheConfig, DnsConfig, DnsListeners, RecursorAllow, RecursorStrategy};
 use tokio::time::Instant;
 
-use crate::support::{Ask, PLAIN, TestServer, catalog, ips, tcp, udp, wait_for};
+use crate::support::{
+    Ask, PLAIN, TestServer, catalog, ips, request, tcp, tcp_raw_from, udp, udp_raw_from, wait_for,
+};
 
 fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
@@ -154,6 +157,89 @@ async fn all_upstreams_down_gives_servfail_in_bounded_time() {
         took >= Duration::from_millis(550) && took < Duration::from_secs(2),
         "2 × 300 ms timeout, took {took:?}"
     );
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn garbage_from_an_upstream_is_never_believed() {
+    let good = FakeUpstream::start().await.unwrap();
+    good.set_zone("example.test", FakeAnswer::a(ip("192.0.2.20"), 60));
+    for kind in [
+        Garbage::Junk,
+        Garbage::WrongId,
+        Garbage::WrongQuestion,
+        Garbage::NotAResponse,
+    ] {
+        let bad = FakeUpstream::start().await.unwrap();
+        bad.set_default(FakeAnswer::Garbage(kind));
+        // The only upstream: SERVFAIL within the attempt's recursor_timeout (300 ms), and
+        // nothing cached from it (asked again, it is asked again).
+        let alone = TestServer::start(forwarding(&[&bad]), catalog()).await;
+        for round in 1..=2 {
+            let started = Instant::now();
+            let m = udp(alone.addr, "g.example.test.", RecordType::A, &PLAIN).await;
+            let took = started.elapsed();
+            assert_eq!(
+                m.metadata.response_code,
+                ResponseCode::ServFail,
+                "{kind:?}: {m}"
+            );
+            assert!(m.answers.is_empty(), "{kind:?}: {m}");
+            assert!(took < Duration::from_secs(2), "{kind:?} took {took:?}");
+            assert_eq!(bad.total("g.example.test."), round, "{kind:?}");
+        }
+        alone.stop().await;
+        // Followed by a good upstream: its answer.
+        let both = TestServer::start(forwarding(&[&bad, &good]), catalog()).await;
+        let m = udp(both.addr, "h.example.test.", RecordType::A, &PLAIN).await;
+        assert_eq!(ips(&m.answers), ["192.0.2.20"], "{kind:?}: {m}");
+        assert_eq!(bad.total("h.example.test."), 1, "{kind:?}");
+        both.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn zone_answers_do_not_wait_for_hanging_upstreams() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.set_default(FakeAnswer::Drop);
+    let mut config = forwarding(&[&up]);
+    // Long enough that every forwarded query below is still pending at the end.
+    config.recursor_timeout = Duration::from_secs(20);
+    let srv = TestServer::start(config, catalog()).await;
+    let forwarded: Vec<_> = (0..200)
+        .map(|i| {
+            let addr = srv.addr;
+            tokio::spawn(async move {
+                let name = format!("hang{i}.example.test.");
+                udp(addr, &name, RecordType::A, &PLAIN).await
+            })
+        })
+        .collect();
+    wait_for(
+        Duration::from_secs(10),
+        "the upstream holds 200 queries",
+        || async { (up.all_queries() >= 200).then_some(()) },
+    )
+    .await;
+    let started = Instant::now();
+    for i in 0..500u16 {
+        let how = Ask { id: i, ..PLAIN };
+        let m = udp(srv.addr, "web.service.consul.", RecordType::A, &how).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(ips(&m.answers), ["10.0.0.1", "10.0.0.2"]);
+    }
+    let took = started.elapsed();
+    assert!(
+        forwarded.iter().all(|t| !t.is_finished()),
+        "the forwarded queries were still waiting for the upstream"
+    );
+    assert!(
+        took < Duration::from_secs(20),
+        "500 zone answers took {took:?}"
+    );
+    for t in forwarded {
+        t.abort();
+    }
     srv.stop().await;
 }
 
@@ -356,7 +442,7 @@ async fn every_upstream_query_uses_a_fresh_socket_and_id() {
         let mut buf = [0u8; 1500];
         for _ in 0..names.len() {
             let (n, from) = upstream.recv_from(&mut buf).await.unwrap();
-            let q = hickory_proto::op::Message::from_vec(&buf[..n]).unwrap();
+            let q = Message::from_vec(&buf[..n]).unwrap();
             let mut reply = q.clone();
             reply.metadata.message_type = hickory_proto::op::MessageType::Response;
             reply.metadata.recursion_available = true;
@@ -393,5 +479,53 @@ async fn every_upstream_query_uses_a_fresh_socket_and_id() {
     assert_eq!(edns.max_payload(), 1232);
     assert!(!edns.flags().dnssec_ok);
     assert_eq!(first.queries[0].name().to_ascii(), "p1.example.test.");
+    srv.stop().await;
+}
+
+#[tokio::test]
+async fn recursion_only_for_clients_on_recursor_allow() {
+    let up = FakeUpstream::start().await.unwrap();
+    up.set("www.example.test.", FakeAnswer::a(ip("192.0.2.1"), 300));
+    let mut config = forwarding(&[&up]);
+    config.recursor_allow = RecursorAllow::parse(&["127.0.0.2/32"]).unwrap();
+    let srv = TestServer::start(config, catalog()).await;
+    let (allowed, outside) = (IpAddr::from(ip("127.0.0.2")), IpAddr::from(ip("127.0.0.1")));
+    let ask = |src, name: &'static str, tcp: bool| {
+        let bytes = request(name, RecordType::A, &PLAIN);
+        async move {
+            let raw = if tcp {
+                tcp_raw_from(src, srv.addr, &bytes).await
+            } else {
+                udp_raw_from(src, srv.addr, &bytes).await
+            };
+            Message::from_vec(&raw).unwrap()
+        }
+    };
+    for tcp in [false, true] {
+        // Outside the list: REFUSED, RA=0, the upstream never asked; a cached answer is
+        // not served either (the allowed client's query below fills the cache first on
+        // the second round).
+        let m = ask(outside, "www.example.test.", tcp).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::Refused, "tcp={tcp}");
+        assert!(!m.metadata.recursion_available && m.answers.is_empty());
+        // Unknown reverse names: NXDOMAIN, as without recursors.
+        let m = ask(outside, "9.2.0.192.in-addr.arpa.", tcp).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+        // The zone is answered for everyone, with RA=0 outside the list.
+        let m = ask(outside, "web.service.consul.", tcp).await;
+        assert_eq!(ips(&m.answers), ["10.0.0.1", "10.0.0.2"]);
+        assert!(m.metadata.authoritative && !m.metadata.recursion_available);
+        // On the list: forwarded (then cached), RA=1.
+        let m = ask(allowed, "www.example.test.", tcp).await;
+        assert_eq!(ips(&m.answers), ["192.0.2.1"], "tcp={tcp}");
+        assert!(m.metadata.recursion_available);
+        let m = ask(allowed, "web.service.consul.", tcp).await;
+        assert!(m.metadata.authoritative && m.metadata.recursion_available);
+    }
+    assert_eq!(
+        up.total("www.example.test."),
+        1,
+        "one miss, then cache hits"
+    );
     srv.stop().await;
 }

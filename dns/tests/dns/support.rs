@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use muster_dns::{
     SharedCatalog, Weights,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::{TcpSocket, UdpSocket};
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
@@ -158,7 +158,15 @@ pub fn request(name: &str, rtype: RecordType, how: &Ask) -> Vec<u8> {
 }
 
 pub async fn udp_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    udp_raw_from(LOCALHOST, addr, bytes).await
+}
+
+/// The client side of every exchange unless a test picks another loopback address.
+pub const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// One UDP exchange from a socket bound to `src` (any 127.0.0.0/8 address works).
+pub async fn udp_raw_from(src: IpAddr, addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let socket = UdpSocket::bind(SocketAddr::new(src, 0)).await.unwrap();
     socket.send_to(bytes, addr).await.unwrap();
     let mut buf = vec![0u8; 65_535];
     let (n, _) = timeout(IO_TIMEOUT, socket.recv_from(&mut buf))
@@ -170,7 +178,19 @@ pub async fn udp_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 }
 
 pub async fn tcp_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
+    tcp_raw_from(LOCALHOST, addr, bytes).await
+}
+
+/// One TCP exchange from a connection bound to `src`.
+pub async fn tcp_raw_from(src: IpAddr, addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
+    let socket = if src.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .unwrap();
+    socket.bind(SocketAddr::new(src, 0)).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
     let mut frame = (bytes.len() as u16).to_be_bytes().to_vec();
     frame.extend_from_slice(bytes);
     stream.write_all(&frame).await.unwrap();
