@@ -20,7 +20,7 @@
 //! UDP does not go through hickory-server: its task per datagram and full message decode
 //! and encode cannot meet the CPU budget that the fast path meets.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -356,7 +356,7 @@ impl DnsServer {
 
 /// The client address of the `*_for_test` entry points.
 #[cfg(feature = "testing")]
-const TEST_CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const TEST_CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
 /// Indexes the view's current catalog for `config`.
 fn prepare(view: &dyn CatalogView, config: Arc<DnsConfig>, config_gen: u64) -> Prepared {

@@ -24,7 +24,7 @@ pub mod storage;
 mod watch;
 
 pub use catalog::command::{
-    ApplyError, Command, CommandResult, Deregistration, Registration, ValidationError,
+    ApplyError, Command, CommandResult, Deregistration, MAX_CHECKS, Registration, ValidationError,
 };
 pub use catalog::model::{
     CheckDefinition, HealthCheck, HealthStatus, Index, Node, NodeService, ServiceAddress, Weights,

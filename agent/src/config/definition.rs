@@ -854,6 +854,16 @@ pub(crate) fn decode_service(
     sources.retain(|(_, m)| !m.is_empty());
 
     let total = sources.len();
+    // The catalog takes at most this many checks per registration; more could never sync.
+    if total > muster_server::MAX_CHECKS {
+        return Err(invalid(
+            "checks",
+            format!(
+                "too many checks for service {name}: {total} (at most {})",
+                muster_server::MAX_CHECKS
+            ),
+        ));
+    }
     let mut checks = Vec::with_capacity(total);
     let mut paths = Vec::with_capacity(total);
     for (position, (path, check)) in sources.into_iter().enumerate() {

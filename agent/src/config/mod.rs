@@ -376,6 +376,7 @@ mod tests {
         assert_eq!(rt.http.default_query_time, Duration::from_secs(300));
         assert_eq!(rt.http.max_query_time, Duration::from_secs(600));
         assert_eq!(rt.http.max_conns_per_client, 200);
+        assert_eq!(rt.http.max_header_bytes, 64 * 1024);
         assert_eq!(rt.server.raft_multiplier, 5);
         assert_eq!(rt.logging.level, LogLevel::Info);
         assert_eq!(rt.logging.syslog_facility, "LOCAL0");
@@ -919,6 +920,11 @@ mod tests {
                 "\"10.0.0.0/40\" is not a network: the prefix length must be 0 to 32",
             ),
             (
+                r#"{"http_config": {"max_header_bytes": -1}}"#,
+                "http_config.max_header_bytes",
+                "cannot be -1. Must be between 0 (the default, 65536) and 16777216",
+            ),
+            (
                 r#"{"dns_config": {"recursor_timeout": "0s"}}"#,
                 "dns_config.recursor_timeout",
                 "must be greater than zero",
@@ -1142,6 +1148,7 @@ mod tests {
               "default_query_time": "1m", "max_query_time": "2m",
               "performance": {"raft_multiplier": 1},
               "limits": {"http_max_conns_per_client": 0},
+              "http_config": {"max_header_bytes": 10000},
               "pid_file": "/run/muster.pid", "disable_update_check": true
             }"#,
         )])
@@ -1197,6 +1204,7 @@ mod tests {
         assert_eq!(rt.http.default_query_time, Duration::from_secs(60));
         assert_eq!(rt.http.max_query_time, Duration::from_secs(120));
         assert_eq!(rt.http.max_conns_per_client, 0);
+        assert_eq!(rt.http.max_header_bytes, 10000);
         assert_eq!(rt.server.raft_multiplier, 1);
         assert_eq!(rt.pid_file, Some(PathBuf::from("/run/muster.pid")));
         assert!(rt.disable_update_check);

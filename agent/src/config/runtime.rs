@@ -152,6 +152,15 @@ pub struct HttpSettings {
     pub addrs: Vec<SocketAddr>,
     /// Concurrent connections per client IP (0: unlimited).
     pub max_conns_per_client: u32,
+    /// Largest request header block in bytes (`http_config.max_header_bytes`; 431 beyond).
+    pub max_header_bytes: usize,
+    /// Time for a client to send a request's header block (slowloris bound); also how long
+    /// an idle keep-alive connection stays open. No config key (Consul has none).
+    pub header_read_timeout: Duration,
+    /// Time for a request body to arrive; 408 beyond. No config key.
+    pub body_read_timeout: Duration,
+    /// Blocking queries waiting at once per listener; 429 beyond. No config key.
+    pub max_blocking_queries: usize,
     /// Default blocking-query wait.
     pub default_query_time: Duration,
     /// Longest blocking-query wait.
@@ -368,6 +377,7 @@ struct FileConfig {
     encrypt_verify_outgoing: Option<bool>,
     leave_on_terminate: Option<bool>,
     limits: FileLimits,
+    http_config: FileHttpConfig,
     log_json: Option<bool>,
     log_level: Option<String>,
     #[serde(with = "crate::duration::serde_go::option")]
@@ -414,6 +424,12 @@ struct FilePorts {
 #[serde(default)]
 struct FileLimits {
     http_max_conns_per_client: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileHttpConfig {
+    max_header_bytes: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -513,6 +529,11 @@ mod defaults {
     pub const MAX_RAFT_MULTIPLIER: i64 = 10;
     pub const MAX_STALE: Duration = Duration::from_secs(87600 * 3600);
     pub const RECURSOR_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_BLOCKING_QUERIES: usize = 4096;
+    pub const MAX_MAX_HEADER_BYTES: usize = 16 * 1024 * 1024;
     pub const UDP_ANSWER_LIMIT: i64 = 3;
     pub const MAX_UDP_ANSWER_LIMIT: i64 = 8;
     pub const SYSLOG_FACILITY: &str = "LOCAL0";
@@ -872,6 +893,24 @@ pub(crate) fn build(
             format!("limits.http_max_conns_per_client cannot be {max_conns}. Must be between 0 and 4294967295"),
         )
     })?;
+    // 0 means the default, as in Consul (whose default is Go's 1 MiB; ours is smaller).
+    let max_header_bytes = match f.http_config.max_header_bytes.unwrap_or(0) {
+        0 => defaults::MAX_HEADER_BYTES,
+        n => usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= defaults::MAX_MAX_HEADER_BYTES)
+            .ok_or_else(|| {
+                blame.err(
+                    "http_config.max_header_bytes",
+                    format!(
+                        "http_config.max_header_bytes cannot be {n}. Must be between 0 (the \
+                         default, {}) and {}",
+                        defaults::MAX_HEADER_BYTES,
+                        defaults::MAX_MAX_HEADER_BYTES
+                    ),
+                )
+            })?,
+    };
     let default_query_time = f.default_query_time.unwrap_or(defaults::DEFAULT_QUERY_TIME);
     let max_query_time = f.max_query_time.unwrap_or(defaults::MAX_QUERY_TIME);
     for (key, d) in [
@@ -885,6 +924,10 @@ pub(crate) fn build(
     let http = HttpSettings {
         addrs: http_addrs,
         max_conns_per_client,
+        max_header_bytes,
+        header_read_timeout: defaults::HEADER_READ_TIMEOUT,
+        body_read_timeout: defaults::BODY_READ_TIMEOUT,
+        max_blocking_queries: defaults::MAX_BLOCKING_QUERIES,
         default_query_time,
         max_query_time,
     };

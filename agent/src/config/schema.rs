@@ -218,7 +218,7 @@ pub(crate) static CONFIG: Obj = Obj {
         ignored("experiments", STR_LIST),
         ignored("gossip_lan", Kind::Obj(&GOSSIP)),
         ignored("gossip_wan", Kind::Obj(&GOSSIP)),
-        ignored("http_config", Kind::Obj(&HTTP_CONFIG)),
+        used("http_config", Kind::Obj(&HTTP_CONFIG)),
         used("leave_on_terminate", Bool),
         ignored("license_path", Str),
         used("limits", Kind::Obj(&LIMITS)),
@@ -656,7 +656,7 @@ static HTTP_CONFIG: Obj = Obj {
         ignored("allow_write_http_from", STR_LIST),
         ignored("response_headers", Kind::Map(&Str)),
         ignored("use_cache", Bool),
-        ignored("max_header_bytes", Int),
+        used("max_header_bytes", Int),
     ],
 };
 

@@ -642,7 +642,7 @@ async fn register_service(
     let replace = q
         .flag("replace-existing-checks")
         .map_err(|v| ApiError::bad(format!("Invalid value for replace-existing-checks: {v:?}")))?;
-    let bytes = read_body(body).await?;
+    let bytes = read_body(&api, body).await?;
     let def = ServiceDefinition::from_api_json(&decode_json(&bytes)?)?;
     if is_unspecified(&def.address) {
         return Err(ApiError::bad("Invalid service address"));
@@ -663,7 +663,7 @@ async fn deregister_service(
 
 /// `PUT /v1/agent/check/register`.
 async fn register_check(State(api): ApiState, body: Body) -> Result<Response, ApiError> {
-    let bytes = read_body(body).await?;
+    let bytes = read_body(&api, body).await?;
     let def = CheckDefinition::from_api_json(&decode_json(&bytes)?)?;
     api.config().script_checks().permit_api_check(&def)?;
     api.ctx.local.register_check(def).await?;
@@ -730,7 +730,7 @@ async fn check_update(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(body).await?;
+    let bytes = read_body(&api, body).await?;
     let value = schema::canonicalize(decode_json(&bytes)?, &schema::CHECK_UPDATE);
     let update: CheckUpdate = serde_json::from_value(value)
         .map_err(|e| ApiError::bad(format!("Request decode failed: {e}")))?;

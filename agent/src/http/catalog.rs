@@ -82,7 +82,7 @@ async fn register(
     let q = Query::parse(raw.as_deref())?;
     api.check_dc(&q)?;
     api.catalog()?;
-    let bytes = read_body(body).await?;
+    let bytes = read_body(&api, body).await?;
     let mut registration: Registration = decode(&bytes, &schema::REGISTRATION)?;
     check_body_dc(&api, &registration.datacenter)?;
     if registration.datacenter.is_empty() {
@@ -100,7 +100,7 @@ async fn deregister(
     let q = Query::parse(raw.as_deref())?;
     api.check_dc(&q)?;
     api.catalog()?;
-    let bytes = read_body(body).await?;
+    let bytes = read_body(&api, body).await?;
     let deregistration: Deregistration = decode(&bytes, &schema::DEREGISTRATION)?;
     check_body_dc(&api, &deregistration.datacenter)?;
     write(&api, Command::Deregister(deregistration)).await

@@ -40,6 +40,9 @@ pub(crate) enum ApiError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// 408: the body did not arrive in time.
+    #[error("Request body not received within {0:?}")]
+    RequestTimeout(std::time::Duration),
     /// 429.
     #[error("{0}")]
     TooManyRequests(String),
@@ -74,6 +77,7 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -9,8 +9,11 @@
 //!   request and response JSON; `error`: the one mapping of failures to status codes;
 //! - `listener`: the accept side, with a per-client connection limit.
 //!
-//! Invariants: request bodies are bounded ([`MAX_BODY`], 413 beyond); blocking queries are
-//! bounded in number ([`MAX_BLOCKING_QUERIES`], 429 beyond) and end at once when the shutdown
+//! Invariants: request bodies are bounded ([`MAX_BODY`], 413 beyond) and must arrive within
+//! `body_read_timeout` (408); a header block is bounded by `http_config.max_header_bytes`
+//! (431) and must arrive within `header_read_timeout` (the connection is closed: slowloris);
+//! connections per client IP are bounded (`limits.http_max_conns_per_client`); blocking
+//! queries are bounded in number (`max_blocking_queries`, 429 beyond) and end at once when the shutdown
 //! token is cancelled; serving returns after in-flight requests finish or a grace period.
 
 mod agent;
@@ -46,8 +49,6 @@ use error::ApiError;
 
 /// Largest request body read, in bytes.
 pub const MAX_BODY: usize = 1024 * 1024;
-/// Most blocking queries waiting at once per listener; more get 429.
-pub const MAX_BLOCKING_QUERIES: usize = 4096;
 /// How long `serve` waits for in-flight requests after shutdown.
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
@@ -97,9 +98,14 @@ impl Api {
     }
 }
 
-/// Reads a request body up to [`MAX_BODY`] bytes.
-pub(crate) async fn read_body(body: Body) -> Result<Bytes, ApiError> {
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+/// Reads a request body up to [`MAX_BODY`] bytes, within `body_read_timeout`.
+pub(crate) async fn read_body(api: &Api, body: Body) -> Result<Bytes, ApiError> {
+    let limit = api.config().http.body_read_timeout;
+    let read = tokio::time::timeout(limit, axum::body::to_bytes(body, MAX_BODY));
+    let Ok(read) = read.await else {
+        return Err(ApiError::RequestTimeout(limit));
+    };
+    read.map_err(|e| {
         let limit = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| {
             e.source()
         })
@@ -212,26 +218,49 @@ fn router(api: Arc<Api>) -> Router {
 /// token so draining is quick; returns after in-flight requests finish (bounded).
 pub async fn serve(listener: tokio::net::TcpListener, ctx: HttpContext) -> std::io::Result<()> {
     let shutdown = ctx.shutdown.clone();
-    let per_client = ctx.config.load().http.max_conns_per_client;
-    let listener = listener::LimitedListener::new(listener, per_client);
+    let http = ctx.config.load().http.clone();
+    let mut listener = listener::LimitedListener::new(listener, http.max_conns_per_client);
     let api = Arc::new(Api {
         ctx,
-        blocking: Semaphore::new(MAX_BLOCKING_QUERIES),
+        blocking: Semaphore::new(http.max_blocking_queries),
     });
     let app = router(api);
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let grace = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(DRAIN_GRACE).await;
-    };
-    tokio::select! {
-        result = server => result,
-        () = grace => {
-            tracing::warn!("HTTP requests still in flight after {DRAIN_GRACE:?}; closing");
-            Ok(())
-        }
+    let mut conn = hyper::server::conn::http1::Builder::new();
+    conn.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(http.header_read_timeout)
+        .max_header_size(http.max_header_bytes)
+        // The read buffer must hold the largest header block, and hyper wants at least 8 KiB.
+        .max_buf_size(http.max_header_bytes.max(8192) + 8192);
+    let conns = tokio_util::task::TaskTracker::new();
+    while let Some((stream, _peer)) = shutdown
+        .run_until_cancelled(axum::serve::Listener::accept(&mut listener))
+        .await
+    {
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let serving = conn.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let shutdown = shutdown.clone();
+        conns.spawn(async move {
+            let mut serving = std::pin::pin!(serving);
+            // On shutdown: finish the request in flight, then close (keep-alive ends).
+            match shutdown.run_until_cancelled(serving.as_mut()).await {
+                Some(Ok(())) => {}
+                // Header timeouts, oversized headers (431 sent), resets.
+                Some(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended"),
+                None => {
+                    serving.as_mut().graceful_shutdown();
+                    let _ = serving.await;
+                }
+            }
+        });
     }
+    conns.close();
+    if tokio::time::timeout(DRAIN_GRACE, conns.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still in flight after {DRAIN_GRACE:?}; closing");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

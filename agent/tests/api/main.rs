@@ -6,6 +6,7 @@ mod agent;
 mod blocking;
 mod catalog;
 mod health;
+mod limits;
 mod persistence;
 mod support;
 mod sync;

@@ -35,6 +35,8 @@ pub struct Options {
     pub bootstrap: bool,
     /// Local state tunables.
     pub local: LocalOptions,
+    /// Changes to the loaded configuration (settings that have no config key).
+    pub tweak: fn(&mut RuntimeConfig),
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
                 retry_interval: Duration::from_millis(300),
                 reap_interval: Duration::from_millis(200),
             },
+            tweak: |_| {},
         }
     }
 }
@@ -122,7 +125,8 @@ impl TestAgent {
 
     /// Starts an agent on an existing directory (a restart keeps `data`).
     pub async fn start_in(dir: &Path, options: Options) -> TestAgent {
-        let cfg = runtime_config(dir, &options.config);
+        let mut cfg = runtime_config(dir, &options.config);
+        (options.tweak)(&mut cfg);
         let token = CancellationToken::new();
         let mut tasks = Vec::new();
 
