@@ -36,6 +36,9 @@ pub struct ServerConfig {
     pub max_append_entries: u64,
     /// How long a write or consistent read waits for a leader (Consul's `rpc_hold_timeout`).
     pub rpc_hold_timeout: Duration,
+    /// Bytes that must stay free on the data directory's filesystem for a leader to take a
+    /// write (0: no check). Below it writes fail with `DiskFull` and are not proposed.
+    pub min_free_disk: u64,
 }
 
 impl ServerConfig {
@@ -59,6 +62,7 @@ impl ServerConfig {
             trailing_logs: 10240,
             max_append_entries: 64,
             rpc_hold_timeout: Duration::from_secs(7),
+            min_free_disk: 64 * 1024 * 1024,
         }
     }
 

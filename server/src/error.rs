@@ -33,6 +33,16 @@ pub enum ServerError {
     /// Raft stopped on a storage failure; the process should exit and restart.
     #[error("raft stopped on a fatal error: {0}")]
     Fatal(String),
+    /// The data directory's filesystem is short of space: the write was not proposed.
+    #[error("Disk full: {free} bytes free in {path}, catalog writes need {reserve}")]
+    DiskFull {
+        /// The directory of the Raft store.
+        path: String,
+        /// Bytes available.
+        free: u64,
+        /// Bytes a write needs available (`ServerConfig::min_free_disk`).
+        reserve: u64,
+    },
     /// The server is shutting down.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -55,6 +65,11 @@ impl ServerError {
     /// The request was invalid (HTTP 400).
     pub fn is_validation(&self) -> bool {
         matches!(self, ServerError::Validation(_))
+    }
+
+    /// The leader refused a write for lack of disk space.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, ServerError::DiskFull { .. })
     }
 
     /// No leader is reachable (`No cluster leader`).

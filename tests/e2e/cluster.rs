@@ -24,18 +24,18 @@ use crate::support::dns::{Transport, query};
 use crate::support::{Agent, Signal, copy_example, wait_for, wait_some};
 
 /// How long a cluster may take to form, a failure to reach DNS, a leader to be elected.
-const CLUSTER_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CLUSTER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The example's gossip key; [`WRONG_KEY`] is another valid key.
 const WRONG_KEY: &str = "aGVsbG8gd29ybGQhIGhlbGxvIHdvcmxkISEhISEhISE=";
 
 /// A TCP listener standing in for MySQL: accepts and drops connections.
-struct Mysql {
-    addr: SocketAddr,
+pub(crate) struct Mysql {
+    pub(crate) addr: SocketAddr,
     task: Option<JoinHandle<()>>,
 }
 
 impl Mysql {
-    async fn open(addr: SocketAddr) -> Mysql {
+    pub(crate) async fn open(addr: SocketAddr) -> Mysql {
         let listener = TcpListener::bind(addr)
             .await
             .unwrap_or_else(|e| panic!("MySQL stand-in on {addr}: {e}"));
@@ -61,10 +61,10 @@ impl Mysql {
 
 /// One test's address plan: servers on .11-.13, clients on .20 and up.
 #[derive(Clone, Copy)]
-struct Net(u8);
+pub(crate) struct Net(pub(crate) u8);
 
 impl Net {
-    fn server(self, i: usize) -> Ipv4Addr {
+    pub(crate) fn server(self, i: usize) -> Ipv4Addr {
         Ipv4Addr::new(127, 0, self.0, 11 + i as u8)
     }
 
@@ -99,7 +99,7 @@ impl Net {
 
 /// Copies `config-examples/galera/node<i+1>` into `tmp`, rewritten for `net`, with the MySQL
 /// check pointed at `mysql` every `interval`.
-fn server_config(
+pub(crate) fn server_config(
     tmp: &Path,
     net: Net,
     i: usize,
@@ -148,7 +148,7 @@ async fn start_from(dir: &Path) -> Agent {
 }
 
 /// Starts the three servers at once (each waits for the others before it has a leader).
-async fn start_servers(dirs: &[std::path::PathBuf]) -> Vec<Agent> {
+pub(crate) async fn start_servers(dirs: &[std::path::PathBuf]) -> Vec<Agent> {
     let (a, b, c) = tokio::join!(
         start_from(&dirs[0]),
         start_from(&dirs[1]),
@@ -174,7 +174,11 @@ async fn galera_addrs(agent: &Agent) -> BTreeSet<Ipv4Addr> {
 }
 
 /// Waits until every agent in `agents` answers `galeradb.service.consul` with exactly `want`.
-async fn wait_galera(what: &str, agents: &[&Agent], want: &BTreeSet<Ipv4Addr>) -> Duration {
+pub(crate) async fn wait_galera(
+    what: &str,
+    agents: &[&Agent],
+    want: &BTreeSet<Ipv4Addr>,
+) -> Duration {
     wait_for(what, CLUSTER_TIMEOUT, || async {
         for a in agents {
             if galera_addrs(a).await != *want {
@@ -187,7 +191,7 @@ async fn wait_galera(what: &str, agents: &[&Agent], want: &BTreeSet<Ipv4Addr>) -
 }
 
 /// The leader's RPC address as `/v1/status/leader` on `agent` reports it ("" when none).
-async fn leader_of(agent: &Agent) -> String {
+pub(crate) async fn leader_of(agent: &Agent) -> String {
     let r = agent.get("/v1/status/leader").await;
     if r.status != 200 {
         return String::new();

@@ -11,6 +11,7 @@ mod cluster;
 mod config_errors;
 mod dev;
 mod dns_zone;
+mod faults;
 mod forwarding;
 mod http_api;
 mod logging;

@@ -6,7 +6,8 @@
 //! - `network`: outbound Raft RPCs over HTTP (one shared `reqwest::Client`);
 //! - `rpc`: the inbound axum router (Raft RPCs, forwarded writes, read-index, replica stream);
 //! - `stream`: the ring of recently applied entries and the replica stream's long poll;
-//! - `server`: [`CatalogServer::start`] and the [`ServerHandle`] the agent uses.
+//! - `server`: [`CatalogServer::start`] and the [`ServerHandle`] the agent uses;
+//! - `disk`: the free-space guard that refuses writes before a full disk can fail them.
 //!
 //! Wire invariants: log entries, snapshot metadata and RPC bodies are JSON; every RPC body is
 //! wrapped in a versioned envelope (`{"v":1,...}`), and commands carry their own version.
@@ -15,6 +16,7 @@
 // returned on cold paths only.
 #![allow(clippy::result_large_err)]
 
+mod disk;
 mod network;
 mod rpc;
 mod server;

@@ -175,6 +175,8 @@ pub(crate) struct Inner {
     leadership: watch::Receiver<bool>,
     /// Writes on the leader go through it (group commit; see `batch`).
     batcher: batch::Batcher,
+    /// Refuses writes while the data directory is short of space.
+    disk: super::disk::DiskGuard,
 }
 
 /// A handle to the catalog: a running catalog server, or a client agent's replica of it
@@ -267,7 +269,9 @@ impl CatalogServer {
         let stop = CancellationToken::new();
         let leadership = spawn_leadership_watch(&raft, stop.clone());
         let batcher = batch::Batcher::start(raft.clone(), config.rpc_hold_timeout, stop.clone());
+        let disk = super::disk::DiskGuard::new(data_dir, config.min_free_disk);
         let inner = Arc::new(Inner {
+            disk,
             config,
             raft,
             shared,
@@ -411,6 +415,7 @@ impl Inner {
                 .validate_state(&st.catalog)
                 .map_err(ServerError::Validation)?;
         }
+        self.disk.check()?;
         self.batcher.write(command, size, deadline).await
     }
 
