@@ -157,6 +157,25 @@ pub(crate) async fn start_servers(dirs: &[std::path::PathBuf]) -> Vec<Agent> {
     vec![a, b, c]
 }
 
+/// Three Galera servers of `net` in `tmp`, each with its MySQL stand-in, started together
+/// and answering `galeradb.service.consul` with the three nodes.
+pub(crate) async fn three_servers(net: Net, tmp: &Path) -> (Vec<Mysql>, Vec<Agent>) {
+    let mut mysql = Vec::new();
+    for i in 0..3 {
+        mysql.push(Mysql::open(SocketAddr::new(net.server(i).into(), 0)).await);
+    }
+    let dirs: Vec<_> = (0..3)
+        .map(|i| server_config(tmp, net, i, mysql[i].addr, "2s"))
+        .collect();
+    let servers = start_servers(&dirs).await;
+    let all: BTreeSet<Ipv4Addr> = (0..3).map(|i| net.server(i)).collect();
+    {
+        let everyone: Vec<&Agent> = servers.iter().collect();
+        wait_galera("the cluster answering", &everyone, &all).await;
+    }
+    (mysql, servers)
+}
+
 /// The A records of `galeradb.service.consul` at `agent` (empty unless NOERROR).
 async fn galera_addrs(agent: &Agent) -> BTreeSet<Ipv4Addr> {
     let r = query(
@@ -438,19 +457,8 @@ async fn galera_cluster_forms_fails_over_and_heals() {
 async fn whole_cluster_restart_keeps_the_catalog() {
     let net = Net(3);
     let tmp = tempfile::tempdir().expect("temp dir");
-    let mut mysql = Vec::new();
-    for i in 0..3 {
-        mysql.push(Mysql::open(SocketAddr::new(net.server(i).into(), 0)).await);
-    }
-    let dirs: Vec<_> = (0..3)
-        .map(|i| server_config(tmp.path(), net, i, mysql[i].addr, "2s"))
-        .collect();
-    let mut servers = start_servers(&dirs).await;
+    let (_mysql, mut servers) = three_servers(net, tmp.path()).await;
     let all: BTreeSet<Ipv4Addr> = (0..3).map(|i| net.server(i)).collect();
-    {
-        let everyone: Vec<&Agent> = servers.iter().collect();
-        wait_galera("the cluster answering", &everyone, &all).await;
-    }
     for i in 0..5 {
         assert!(register(&servers[i % 3], &format!("kept-{i}")).await);
     }

@@ -16,7 +16,7 @@
 //! after committing, before answering), so it may be present, but then complete.
 
 use std::collections::BTreeSet;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,9 +24,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::{Value, json};
 
-use crate::cluster::{
-    CLUSTER_TIMEOUT, Mysql, Net, leader_of, server_config, start_servers, wait_galera,
-};
+use crate::cluster::{CLUSTER_TIMEOUT, Net, leader_of, three_servers};
 use crate::support::{Agent, Signal, run_muster, wait_for, wait_some};
 
 /// Writers running at once, and the most operations each may send.
@@ -124,9 +122,19 @@ async fn writer(
     }
 }
 
-/// The index of the server whose RPC address is `leader`.
-fn server_index(net: Net, leader: &str) -> Option<usize> {
-    (0..3).find(|&i| leader.starts_with(&format!("{}:", net.server(i))))
+/// The leader as the first server other than `skip` that knows one reports it: its index
+/// among the servers and its RPC address.
+async fn leader_seen(servers: &[Agent], net: Net, skip: Option<usize>) -> Option<(usize, String)> {
+    for (i, s) in servers.iter().enumerate() {
+        if Some(i) == skip {
+            continue;
+        }
+        let l = leader_of(s).await;
+        if let Some(at) = (0..3).find(|&j| l.starts_with(&format!("{}:", net.server(j)))) {
+            return Some((at, l));
+        }
+    }
+    None
 }
 
 /// A server's catalog as a stale read sees it: the nodes, the `load` service instances and
@@ -157,19 +165,7 @@ fn names(list: &Value, field: &str) -> Vec<String> {
 async fn leader_crashes_under_write_load_lose_nothing_acknowledged() {
     let net = Net(4);
     let tmp = tempfile::tempdir().expect("temp dir");
-    let mut mysql = Vec::new();
-    for i in 0..3 {
-        mysql.push(Mysql::open(SocketAddr::new(net.server(i).into(), 0)).await);
-    }
-    let dirs: Vec<_> = (0..3)
-        .map(|i| server_config(tmp.path(), net, i, mysql[i].addr, "2s"))
-        .collect();
-    let mut servers = start_servers(&dirs).await;
-    let all: BTreeSet<Ipv4Addr> = (0..3).map(|i| net.server(i)).collect();
-    {
-        let everyone: Vec<&Agent> = servers.iter().collect();
-        wait_galera("the cluster answering", &everyone, &all).await;
-    }
+    let (_mysql, mut servers) = three_servers(net, tmp.path()).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let out = Arc::new(Mutex::new(Outcomes::default()));
@@ -197,29 +193,16 @@ async fn leader_crashes_under_write_load_lose_nothing_acknowledged() {
             },
         )
         .await;
-        let (old, leader) = wait_some("a leader", CLUSTER_TIMEOUT, || async {
-            for s in &servers {
-                let l = leader_of(s).await;
-                if let Some(i) = server_index(net, &l) {
-                    return Some((i, l));
-                }
-            }
-            None
+        let (old, leader) = wait_some("a leader", CLUSTER_TIMEOUT, || {
+            leader_seen(&servers, net, None)
         })
         .await
         .0;
         servers[old].stop(Signal::Kill).await;
         let acked_at_kill = out.lock().acked();
         let (_, took) = wait_some("a new leader", CLUSTER_TIMEOUT, || async {
-            for (i, s) in servers.iter().enumerate() {
-                if i != old {
-                    let l = leader_of(s).await;
-                    if !l.is_empty() && l != leader {
-                        return Some(l);
-                    }
-                }
-            }
-            None
+            let seen = leader_seen(&servers, net, Some(old)).await;
+            seen.filter(|(_, l)| *l != leader)
         })
         .await;
         wait_for(
