@@ -11,6 +11,7 @@
 //! - [`runtime`]: start-up, logging, listeners, the catalog server, DNS, signals, shutdown;
 //! - [`cli`]: the `muster` subcommands.
 
+pub mod acl;
 pub mod cli;
 pub mod config;
 pub mod duration;

@@ -27,7 +27,7 @@
 mod definition;
 mod error;
 mod flags;
-mod hcl;
+pub(crate) mod hcl;
 mod merge;
 mod normalize;
 mod runtime;
