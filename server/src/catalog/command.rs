@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::Catalog;
+use super::acl::{AclCommand, AclPolicy, AclToken};
 use super::model::{HealthCheck, NodeService, Weights};
 
 /// The newest command version this build writes and applies.
@@ -56,6 +57,8 @@ pub enum Command {
     Register(Registration),
     /// Remove a node, one service or one check (Consul's `Catalog.Deregister`).
     Deregister(Deregistration),
+    /// A change to ACL tokens or policies.
+    Acl(AclCommand),
     /// Several independent commands in one log entry, applied in order, each with its own
     /// result (a rejected one changes nothing and does not stop the others). The leader
     /// groups concurrent writes this way: one entry, one fsync, for all of them.
@@ -208,6 +211,9 @@ pub enum ValidationError {
     /// Empty node name.
     #[error("Must provide node")]
     MissingNode,
+    /// An ACL token or policy that cannot be stored (Consul's texts).
+    #[error("{0}")]
+    Acl(String),
     /// Empty address on a registration that updates the node.
     #[error("Must provide address if SkipNodeUpdate is not set")]
     MissingAddress,
@@ -355,7 +361,23 @@ impl Command {
         match self {
             Command::Register(r) => r.normalize(),
             Command::Batch(commands) => commands.iter_mut().for_each(Command::normalize),
-            Command::Deregister(_) | Command::Unsupported(_) => {}
+            Command::Deregister(_) | Command::Unsupported(_) | Command::Acl(_) => {}
+        }
+    }
+
+    /// The command as a replica applies it: ACL changes removed (from batches too), since
+    /// replicas hold no ACL state. `None` when nothing is left.
+    pub fn without_acl(self) -> Option<Command> {
+        match self {
+            Command::Acl(_) => None,
+            Command::Batch(commands) => {
+                let kept: Vec<Command> = commands
+                    .into_iter()
+                    .filter_map(Command::without_acl)
+                    .collect();
+                (!kept.is_empty()).then_some(Command::Batch(kept))
+            }
+            other => Some(other),
         }
     }
 
@@ -370,6 +392,7 @@ impl Command {
         match self {
             Command::Register(r) => validate_registration(r)?,
             Command::Deregister(d) => validate_deregistration(d)?,
+            Command::Acl(a) => a.validate().map_err(ValidationError::Acl)?,
             Command::Unsupported(u) => return Err(ValidationError::Unsupported(u.describe())),
             Command::Batch(commands) => {
                 let mut total = 0;
@@ -627,6 +650,13 @@ fn is_any_address(addr: &str) -> bool {
 
 // --- wire form -------------------------------------------------------------------------------
 
+/// The arguments of the delete commands.
+#[derive(Serialize, Deserialize)]
+struct IdArgs {
+    #[serde(rename = "ID")]
+    id: String,
+}
+
 #[derive(Serialize)]
 struct EnvelopeOut<'a, T: Serialize> {
     v: u64,
@@ -655,6 +685,29 @@ impl Serialize for Command {
                 args: commands,
             }
             .serialize(ser),
+            Command::Acl(a) => {
+                let op = a.op();
+                match a {
+                    AclCommand::Bootstrap(t) | AclCommand::TokenSet(t) => EnvelopeOut {
+                        v: COMMAND_VERSION,
+                        op,
+                        args: t,
+                    }
+                    .serialize(ser),
+                    AclCommand::PolicySet(p) => EnvelopeOut {
+                        v: COMMAND_VERSION,
+                        op,
+                        args: p,
+                    }
+                    .serialize(ser),
+                    AclCommand::PolicyDelete(id) | AclCommand::TokenDelete(id) => EnvelopeOut {
+                        v: COMMAND_VERSION,
+                        op,
+                        args: &IdArgs { id: id.clone() },
+                    }
+                    .serialize(ser),
+                }
+            }
             // Written back exactly as received, so replication of a newer entry is lossless.
             Command::Unsupported(u) => u.raw.serialize(ser),
         }
@@ -701,6 +754,24 @@ impl Command {
                 Ok(d) => Command::Deregister(d),
                 Err(e) => unsupported(format!("unreadable deregister arguments: {e}")),
             },
+            "acl-bootstrap" | "acl-token-set" => match serde_json::from_value::<AclToken>(args) {
+                Ok(t) if op == "acl-bootstrap" => Command::Acl(AclCommand::Bootstrap(t)),
+                Ok(t) => Command::Acl(AclCommand::TokenSet(t)),
+                Err(e) => unsupported(format!("unreadable {op} arguments: {e}")),
+            },
+            "acl-policy-set" => match serde_json::from_value::<AclPolicy>(args) {
+                Ok(p) => Command::Acl(AclCommand::PolicySet(p)),
+                Err(e) => unsupported(format!("unreadable {op} arguments: {e}")),
+            },
+            "acl-policy-delete" | "acl-token-delete" => {
+                match serde_json::from_value::<IdArgs>(args) {
+                    Ok(a) if op == "acl-policy-delete" => {
+                        Command::Acl(AclCommand::PolicyDelete(a.id))
+                    }
+                    Ok(a) => Command::Acl(AclCommand::TokenDelete(a.id)),
+                    Err(e) => unsupported(format!("unreadable {op} arguments: {e}")),
+                }
+            }
             "batch" => match args {
                 serde_json::Value::Array(items) => {
                     Command::Batch(items.into_iter().map(Command::from_value).collect())
@@ -793,6 +864,63 @@ mod tests {
         });
         let back: Command = serde_json::from_slice(&serde_json::to_vec(&cmd).unwrap()).unwrap();
         assert_eq!(back, cmd);
+    }
+
+    #[test]
+    fn acl_commands_round_trip_apply_and_stay_off_replicas() {
+        use crate::catalog::acl::{AclCommand, AclPolicy, AclToken, PolicyLink};
+        let policy = AclPolicy {
+            id: "p1".into(),
+            name: "readers".into(),
+            rules: r#"service_prefix "" { policy = "read" }"#.into(),
+            ..AclPolicy::default()
+        };
+        let token = AclToken {
+            accessor_id: "a1".into(),
+            secret_id: "s1".into(),
+            policies: vec![PolicyLink {
+                id: "p1".into(),
+                name: String::new(),
+            }],
+            ..AclToken::default()
+        };
+        let commands = [
+            Command::Acl(AclCommand::PolicySet(policy)),
+            Command::Acl(AclCommand::TokenSet(token.clone())),
+            Command::Acl(AclCommand::Bootstrap(AclToken {
+                accessor_id: "a2".into(),
+                secret_id: "s2".into(),
+                ..AclToken::default()
+            })),
+            Command::Acl(AclCommand::TokenDelete("a1".into())),
+            Command::Acl(AclCommand::PolicyDelete("p1".into())),
+        ];
+        let mut c = Catalog::new();
+        for (i, cmd) in commands.iter().enumerate() {
+            let json = serde_json::to_value(cmd).unwrap();
+            assert!(json["op"].as_str().unwrap().starts_with("acl-"), "{json}");
+            let back: Command = serde_json::from_value(json).unwrap();
+            assert_eq!(&back, cmd);
+            assert!(cmd.validate().is_ok());
+            assert!(c.apply(i as u64 + 1, cmd).is_ok(), "{cmd:?}");
+        }
+        assert!(c.acl().token_by_secret("s2").is_some());
+        assert!(c.acl().token("a1").is_none() && c.acl().policy("p1").is_none());
+        // Replicas never see them, alone or in a batch.
+        assert_eq!(commands[1].clone().without_acl(), None);
+        let mixed = Command::Batch(vec![
+            commands[1].clone(),
+            Command::Deregister(Deregistration {
+                node: "db1".into(),
+                ..Deregistration::default()
+            }),
+        ]);
+        let kept = mixed.without_acl().unwrap();
+        assert!(matches!(&kept, Command::Batch(b) if b.len() == 1));
+        // A bad token is refused before proposing and at apply.
+        let bad = Command::Acl(AclCommand::TokenSet(AclToken::default()));
+        assert!(bad.validate().is_err());
+        assert!(!c.apply(9, &bad).is_ok());
     }
 
     #[test]

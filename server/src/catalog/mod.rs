@@ -11,6 +11,7 @@
 //! - node names, service IDs and check IDs are looked up case-insensitively, as in Consul;
 //! - services and checks exist only on a registered node (they live inside its entry).
 
+pub mod acl;
 pub mod command;
 pub mod model;
 pub mod query;
@@ -83,6 +84,8 @@ pub struct Catalog {
     /// Keyed by lowercased node name, so iteration is sorted by name as Consul returns it.
     nodes: BTreeMap<String, NodeEntry>,
     index: TableIndexes,
+    /// ACL tokens and policies (never sent to replicas: see [`Catalog::without_acl`]).
+    acl: acl::AclState,
 }
 
 fn key(s: &str) -> String {
@@ -135,6 +138,15 @@ impl Catalog {
                     commands.iter().map(|c| self.apply(index, c)).collect(),
                 );
             }
+            Command::Acl(a) => {
+                if let Err(e) = a.validate() {
+                    return CommandResult::Rejected(ApplyError::Invalid(e));
+                }
+                return match self.acl.apply(index, a) {
+                    Ok(()) => CommandResult::Ok,
+                    Err(e) => CommandResult::Rejected(e),
+                };
+            }
             Command::Register(_) | Command::Deregister(_) => {}
         }
         // Defensive: the proposer validated too, but an entry may come from another build.
@@ -148,7 +160,7 @@ impl Catalog {
                 Ok(())
             }
             Command::Unsupported(u) => Err(u.apply_error()),
-            Command::Batch(_) => Ok(()),
+            Command::Batch(_) | Command::Acl(_) => Ok(()),
         };
         match outcome {
             Ok(()) => CommandResult::Ok,
@@ -375,11 +387,27 @@ impl Catalog {
         }
     }
 
+    /// The ACL tokens and policies.
+    pub fn acl(&self) -> &acl::AclState {
+        &self.acl
+    }
+
+    /// This catalog without its ACL state: what a client agent's replica gets, so that
+    /// token secrets stay on the servers (as in Consul, clients ask a server).
+    pub fn without_acl(&self) -> Catalog {
+        Catalog {
+            nodes: self.nodes.clone(),
+            index: self.index,
+            acl: acl::AclState::default(),
+        }
+    }
+
     /// Encodes the catalog for a Raft snapshot (versioned JSON).
     pub fn encode_snapshot(&self) -> Vec<u8> {
         let image = CatalogImage {
             v: SNAPSHOT_VERSION,
             index: self.index,
+            acl: self.acl.clone(),
             nodes: self
                 .nodes
                 .values()
@@ -407,9 +435,12 @@ impl Catalog {
         }
         let image: CatalogImage = serde_json::from_slice(bytes)
             .map_err(|e| SnapshotDecodeError::Malformed(e.to_string()))?;
+        let mut acl = image.acl;
+        acl.reindex();
         let mut catalog = Catalog {
             nodes: BTreeMap::new(),
             index: image.index,
+            acl,
         };
         for n in image.nodes {
             // Keys are rebuilt from content, never trusted from the file.
@@ -456,6 +487,9 @@ struct CatalogImage {
     v: u64,
     index: TableIndexes,
     nodes: Vec<NodeImage>,
+    /// Absent in snapshots written before ACLs existed.
+    #[serde(default, skip_serializing_if = "acl::AclState::is_empty")]
+    acl: acl::AclState,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -943,6 +977,35 @@ pub(crate) mod tests {
                 prop_assert_eq!(back, c);
             }
         }
+    }
+
+    #[test]
+    fn acl_state_is_in_snapshots_but_not_in_replica_copies() {
+        use crate::catalog::acl::{AclCommand, AclToken};
+        let mut c = Catalog::new();
+        let boot = AclToken {
+            accessor_id: "a1".into(),
+            secret_id: "s1".into(),
+            ..AclToken::default()
+        };
+        assert!(
+            c.apply(1, &Command::Acl(AclCommand::Bootstrap(boot)))
+                .is_ok()
+        );
+        let back = Catalog::decode_snapshot(&c.encode_snapshot()).unwrap();
+        assert_eq!(back.acl().token_by_secret("s1").unwrap().accessor_id, "a1");
+        assert_eq!(back.acl().bootstrap_index(), Some(1));
+        let replica = c.without_acl();
+        assert!(replica.acl().token_by_secret("s1").is_none());
+        assert!(
+            !String::from_utf8(replica.encode_snapshot())
+                .unwrap()
+                .contains("s1")
+        );
+        // Snapshots from before ACLs decode with an empty ACL state.
+        let old = br#"{"v":1,"index":{"nodes":3,"services":0,"checks":0},"nodes":[]}"#;
+        let old = Catalog::decode_snapshot(old).unwrap();
+        assert!(old.acl().is_empty());
     }
 
     #[test]

@@ -404,7 +404,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 };
                 // Replicas re-apply the same command at the same index: same content, same
                 // indexes (rejected commands included: they change nothing there either).
-                st.ring.push(entry.log_id, command);
+                // ACL changes stay on the servers (replicas never hold token secrets).
+                st.ring
+                    .push(entry.log_id, command.and_then(crate::Command::without_acl));
                 results.push(result);
             }
             (st.catalog.indexes(), st.last_applied)

@@ -172,7 +172,7 @@ pub(crate) async fn serve(
         let step = {
             let st = shared.state.read();
             match st.ring.since(req.after, MAX_BATCH) {
-                Since::Gone => Step::Snapshot(st.catalog.clone(), st.ring.last()),
+                Since::Gone => Step::Snapshot(st.catalog.without_acl(), st.ring.last()),
                 Since::Entries(entries) => Step::Send(entries),
                 Since::UpToDate => Step::Wait {
                     ahead: false,

@@ -1,0 +1,620 @@
+//! ACL tokens and policies, replicated through Raft with the catalog (Consul keeps them in
+//! the same state store).
+//!
+//! The builtin `global-management` policy and `anonymous` token always exist: they are
+//! synthesized when not stored, and stored only once changed (the anonymous token's
+//! policies may change, the builtin policy's name and rules may not, neither can be deleted).
+//! Policy rules are kept as text: the agent parses and checks them before proposing (the
+//! rule language lives with the authorizer), the state machine checks everything that
+//! depends on state (unique names and secrets, linked policies, the builtins).
+//!
+//! Invariants: a rejected command changes nothing; `by_secret` always indexes exactly the
+//! stored tokens; a token's policy links name existing policies when it is written (a
+//! policy deleted later is dropped from the links when tokens are read, as Consul does);
+//! bootstrap happens at most once per cluster (`bootstrap_index`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Index;
+use super::command::ApplyError;
+
+/// ID of the builtin policy that grants everything.
+pub const GLOBAL_MANAGEMENT_ID: &str = "00000000-0000-0000-0000-000000000001";
+/// Name of that policy.
+pub const GLOBAL_MANAGEMENT_NAME: &str = "global-management";
+/// Accessor ID of the token used by requests without one.
+pub const ANONYMOUS_ACCESSOR: &str = "00000000-0000-0000-0000-000000000002";
+/// Secret of that token.
+pub const ANONYMOUS_SECRET: &str = "anonymous";
+/// Longest policy name (Consul's `^[A-Za-z0-9\-_]{1,128}$`).
+pub const MAX_POLICY_NAME: usize = 128;
+/// Longest rules text, description or ID we store.
+pub const MAX_RULES_LEN: usize = 64 * 1024;
+/// Most policies linked from one token.
+pub const MAX_TOKEN_POLICIES: usize = 64;
+
+/// A policy (`/v1/acl/policy`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AclPolicy {
+    /// UUID, chosen by the proposer.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// The rules, HCL or JSON, as given.
+    pub rules: String,
+    /// Datacenters where it applies (empty: all).
+    pub datacenters: Vec<String>,
+    /// Raft index of its creation.
+    pub create_index: Index,
+    /// Raft index of its last change.
+    pub modify_index: Index,
+}
+
+/// A link from a token to a policy, by ID (the name is filled in when read).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct PolicyLink {
+    /// The policy's ID.
+    #[serde(rename = "ID")]
+    pub id: String,
+    /// The policy's name (ignored when written; current when read).
+    pub name: String,
+}
+
+/// A token (`/v1/acl/token`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct AclToken {
+    /// Public UUID that names the token.
+    #[serde(rename = "AccessorID")]
+    pub accessor_id: String,
+    /// The bearer secret (a UUID, or `anonymous`).
+    #[serde(rename = "SecretID")]
+    pub secret_id: String,
+    /// Free text.
+    pub description: String,
+    /// Its policies.
+    pub policies: Vec<PolicyLink>,
+    /// Local to this datacenter (kept for Consul's shape; we have one datacenter).
+    pub local: bool,
+    /// RFC 3339 creation time, chosen by the proposer.
+    pub create_time: String,
+    /// Raft index of its creation.
+    pub create_index: Index,
+    /// Raft index of its last change.
+    pub modify_index: Index,
+}
+
+/// The ACL part of the replicated state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AclState {
+    policies: BTreeMap<String, AclPolicy>,
+    tokens: BTreeMap<String, AclToken>,
+    /// Secret → accessor; rebuilt after decoding.
+    #[serde(skip)]
+    by_secret: BTreeMap<String, String>,
+    /// Where `/v1/acl/bootstrap` (or the initial management token) happened.
+    bootstrap_index: Option<Index>,
+    /// The index of the last ACL change.
+    index: Index,
+}
+
+/// A change to the ACL state (the `acl-*` Raft commands).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AclCommand {
+    /// Creates the first management token; refused once done.
+    Bootstrap(AclToken),
+    /// Creates or updates a policy (by ID).
+    PolicySet(AclPolicy),
+    /// Deletes a policy.
+    PolicyDelete(String),
+    /// Creates or updates a token (by accessor ID).
+    TokenSet(AclToken),
+    /// Deletes a token.
+    TokenDelete(String),
+}
+
+impl AclCommand {
+    /// The wire `op`.
+    pub(crate) fn op(&self) -> &'static str {
+        match self {
+            AclCommand::Bootstrap(_) => "acl-bootstrap",
+            AclCommand::PolicySet(_) => "acl-policy-set",
+            AclCommand::PolicyDelete(_) => "acl-policy-delete",
+            AclCommand::TokenSet(_) => "acl-token-set",
+            AclCommand::TokenDelete(_) => "acl-token-delete",
+        }
+    }
+
+    /// Checks what needs no state: lengths, names, IDs.
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        match self {
+            AclCommand::Bootstrap(t) | AclCommand::TokenSet(t) => validate_token(t),
+            AclCommand::PolicySet(p) => validate_policy(p),
+            AclCommand::PolicyDelete(id) | AclCommand::TokenDelete(id) => {
+                if id.is_empty() || id.len() > 256 {
+                    return Err("Must specify the ID to delete".into());
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn validate_policy(p: &AclPolicy) -> Result<(), String> {
+    if p.id.is_empty() || p.id.len() > 64 {
+        return Err("Invalid Policy: missing or overlong ID".into());
+    }
+    let name_ok = !p.name.is_empty()
+        && p.name.len() <= MAX_POLICY_NAME
+        && p.name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !name_ok {
+        return Err(format!("Invalid Policy: invalid Name {:?}", p.name));
+    }
+    if p.rules.len() > MAX_RULES_LEN || p.description.len() > MAX_RULES_LEN {
+        return Err(format!(
+            "Invalid Policy: rules or description over {MAX_RULES_LEN} bytes"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_token(t: &AclToken) -> Result<(), String> {
+    for (what, v) in [("AccessorID", &t.accessor_id), ("SecretID", &t.secret_id)] {
+        if v.is_empty() || v.len() > 128 {
+            return Err(format!("Invalid Token: missing or overlong {what}"));
+        }
+    }
+    if t.description.len() > MAX_RULES_LEN {
+        return Err("Invalid Token: description too long".into());
+    }
+    if t.policies.len() > MAX_TOKEN_POLICIES {
+        return Err(format!(
+            "Invalid Token: more than {MAX_TOKEN_POLICIES} policies"
+        ));
+    }
+    if t.policies.iter().any(|l| l.id.is_empty()) {
+        return Err("Invalid Token: a policy link without an ID".into());
+    }
+    Ok(())
+}
+
+/// The builtin policy as it is until stored.
+fn builtin_policy() -> AclPolicy {
+    AclPolicy {
+        id: GLOBAL_MANAGEMENT_ID.into(),
+        name: GLOBAL_MANAGEMENT_NAME.into(),
+        description: "Builtin Policy that grants unlimited access".into(),
+        rules: String::new(),
+        ..AclPolicy::default()
+    }
+}
+
+/// The anonymous token as it is until stored.
+fn builtin_anonymous() -> AclToken {
+    AclToken {
+        accessor_id: ANONYMOUS_ACCESSOR.into(),
+        secret_id: ANONYMOUS_SECRET.into(),
+        description: "Anonymous Token".into(),
+        ..AclToken::default()
+    }
+}
+
+impl AclState {
+    /// Nothing stored (the builtins only).
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty() && self.tokens.is_empty() && self.bootstrap_index.is_none()
+    }
+
+    /// The index of the last ACL change (0: none).
+    pub fn index(&self) -> Index {
+        self.index
+    }
+
+    /// Where the cluster was bootstrapped, if it was.
+    pub fn bootstrap_index(&self) -> Option<Index> {
+        self.bootstrap_index
+    }
+
+    /// A policy by ID, the builtin included.
+    pub fn policy(&self, id: &str) -> Option<AclPolicy> {
+        self.policies
+            .get(id)
+            .cloned()
+            .or_else(|| (id == GLOBAL_MANAGEMENT_ID).then(builtin_policy))
+    }
+
+    /// A policy by name.
+    pub fn policy_by_name(&self, name: &str) -> Option<AclPolicy> {
+        self.policies().into_iter().find(|p| p.name == name)
+    }
+
+    /// Every policy, the builtin included, by ID.
+    pub fn policies(&self) -> Vec<AclPolicy> {
+        let mut all: Vec<AclPolicy> = self.policies.values().cloned().collect();
+        if !self.policies.contains_key(GLOBAL_MANAGEMENT_ID) {
+            all.push(builtin_policy());
+            all.sort_by(|a, b| a.id.cmp(&b.id));
+        }
+        all
+    }
+
+    /// A token by accessor ID, with current policy names and without links to deleted
+    /// policies.
+    pub fn token(&self, accessor: &str) -> Option<AclToken> {
+        let t = self
+            .tokens
+            .get(accessor)
+            .cloned()
+            .or_else(|| (accessor == ANONYMOUS_ACCESSOR).then(builtin_anonymous))?;
+        Some(self.resolve_links(t))
+    }
+
+    /// A token by secret (what requests carry).
+    pub fn token_by_secret(&self, secret: &str) -> Option<AclToken> {
+        match self.by_secret.get(secret) {
+            Some(accessor) => self.token(accessor),
+            None if secret == ANONYMOUS_SECRET => self.token(ANONYMOUS_ACCESSOR),
+            None => None,
+        }
+    }
+
+    /// Every token, the anonymous one included, by accessor ID.
+    pub fn tokens(&self) -> Vec<AclToken> {
+        let mut all: Vec<AclToken> = self.tokens.keys().filter_map(|a| self.token(a)).collect();
+        if !self.tokens.contains_key(ANONYMOUS_ACCESSOR) {
+            all.push(self.resolve_links(builtin_anonymous()));
+            all.sort_by(|a, b| a.accessor_id.cmp(&b.accessor_id));
+        }
+        all
+    }
+
+    fn resolve_links(&self, mut t: AclToken) -> AclToken {
+        t.policies = t
+            .policies
+            .iter()
+            .filter_map(|l| {
+                self.policy(&l.id).map(|p| PolicyLink {
+                    id: p.id,
+                    name: p.name,
+                })
+            })
+            .collect();
+        t
+    }
+
+    /// Rebuilds the secret index (after decoding a snapshot).
+    pub(crate) fn reindex(&mut self) {
+        self.by_secret = self
+            .tokens
+            .values()
+            .map(|t| (t.secret_id.clone(), t.accessor_id.clone()))
+            .collect();
+    }
+
+    /// Applies one command at `index`; on error nothing changed.
+    pub(crate) fn apply(&mut self, index: Index, command: &AclCommand) -> Result<(), ApplyError> {
+        let invalid = |m: String| Err(ApplyError::Invalid(m));
+        match command {
+            AclCommand::Bootstrap(token) => {
+                if let Some(at) = self.bootstrap_index {
+                    return invalid(format!(
+                        "ACL bootstrap no longer allowed (reset index: {at})"
+                    ));
+                }
+                let mut token = token.clone();
+                token.policies = vec![PolicyLink {
+                    id: GLOBAL_MANAGEMENT_ID.into(),
+                    name: GLOBAL_MANAGEMENT_NAME.into(),
+                }];
+                self.check_token(&token)?;
+                self.put_token(index, token);
+                self.bootstrap_index = Some(index);
+            }
+            AclCommand::PolicySet(policy) => {
+                if let Some(other) = self.policy_by_name(&policy.name)
+                    && other.id != policy.id
+                {
+                    return invalid(format!(
+                        "Invalid Policy: A Policy with Name {:?} already exists",
+                        policy.name
+                    ));
+                }
+                let existing = self.policy(&policy.id);
+                if policy.id == GLOBAL_MANAGEMENT_ID {
+                    if policy.name != GLOBAL_MANAGEMENT_NAME {
+                        return invalid(
+                            "Changing the Name for the builtin global-management policy is not \
+                             permitted"
+                                .into(),
+                        );
+                    }
+                    if !policy.rules.is_empty() {
+                        return invalid(
+                            "Changing the Rules for the builtin global-management policy is not \
+                             permitted"
+                                .into(),
+                        );
+                    }
+                }
+                let mut policy = policy.clone();
+                policy.create_index = existing.as_ref().map_or(index, |p| {
+                    if p.create_index == 0 {
+                        index
+                    } else {
+                        p.create_index
+                    }
+                });
+                policy.modify_index = index;
+                self.policies.insert(policy.id.clone(), policy);
+            }
+            AclCommand::PolicyDelete(id) => {
+                if id == GLOBAL_MANAGEMENT_ID {
+                    return invalid(
+                        "Deletion of the builtin global-management policy is not permitted".into(),
+                    );
+                }
+                if self.policies.remove(id).is_none() {
+                    return invalid(format!("Cannot find policy {id:?} to delete"));
+                }
+            }
+            AclCommand::TokenSet(token) => {
+                let mut token = token.clone();
+                if let Some(old) = self.token(&token.accessor_id) {
+                    if old.secret_id != token.secret_id {
+                        return invalid("Cannot change a token's SecretID".into());
+                    }
+                    token.create_time = old.create_time;
+                    token.create_index = old.create_index;
+                }
+                self.check_token(&token)?;
+                self.put_token(index, token);
+            }
+            AclCommand::TokenDelete(accessor) => {
+                if accessor == ANONYMOUS_ACCESSOR {
+                    return invalid(
+                        "Deletion of the builtin anonymous token is not permitted".into(),
+                    );
+                }
+                let Some(t) = self.tokens.remove(accessor) else {
+                    return invalid(format!("Cannot find token {accessor:?} to delete"));
+                };
+                self.by_secret.remove(&t.secret_id);
+            }
+        }
+        self.index = index;
+        Ok(())
+    }
+
+    /// State checks of a token about to be stored: its secret is its own, its policies exist.
+    fn check_token(&self, token: &AclToken) -> Result<(), ApplyError> {
+        let secret_owner = self
+            .by_secret
+            .get(&token.secret_id)
+            .map(String::as_str)
+            .or((token.secret_id == ANONYMOUS_SECRET).then_some(ANONYMOUS_ACCESSOR));
+        if secret_owner.is_some_and(|owner| owner != token.accessor_id) {
+            return Err(ApplyError::Invalid(
+                "Invalid Token: SecretID is already in use".into(),
+            ));
+        }
+        if token.accessor_id == ANONYMOUS_ACCESSOR && token.secret_id != ANONYMOUS_SECRET {
+            return Err(ApplyError::Invalid(
+                "Cannot change a token's SecretID".into(),
+            ));
+        }
+        if let Some(missing) = token.policies.iter().find(|l| self.policy(&l.id).is_none()) {
+            return Err(ApplyError::Invalid(format!(
+                "cannot find policy {:?}",
+                missing.id
+            )));
+        }
+        Ok(())
+    }
+
+    fn put_token(&mut self, index: Index, mut token: AclToken) {
+        if token.create_index == 0 {
+            token.create_index = index;
+        }
+        token.modify_index = index;
+        token.policies.iter_mut().for_each(|l| l.name.clear());
+        self.by_secret
+            .insert(token.secret_id.clone(), token.accessor_id.clone());
+        self.tokens.insert(token.accessor_id.clone(), token);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(accessor: &str, secret: &str, policies: &[&str]) -> AclToken {
+        AclToken {
+            accessor_id: accessor.into(),
+            secret_id: secret.into(),
+            policies: policies
+                .iter()
+                .map(|id| PolicyLink {
+                    id: (*id).into(),
+                    name: String::new(),
+                })
+                .collect(),
+            create_time: "2026-11-22T00:00:00Z".into(),
+            ..AclToken::default()
+        }
+    }
+
+    fn policy(id: &str, name: &str) -> AclPolicy {
+        AclPolicy {
+            id: id.into(),
+            name: name.into(),
+            rules: r#"service_prefix "" { policy = "read" }"#.into(),
+            ..AclPolicy::default()
+        }
+    }
+
+    #[test]
+    fn builtins_exist_until_stored_and_cannot_be_deleted() {
+        let mut s = AclState::default();
+        assert_eq!(s.policies().len(), 1);
+        assert_eq!(
+            s.policy(GLOBAL_MANAGEMENT_ID).unwrap().name,
+            "global-management"
+        );
+        let anon = s.token_by_secret(ANONYMOUS_SECRET).unwrap();
+        assert_eq!(anon.accessor_id, ANONYMOUS_ACCESSOR);
+        assert!(anon.policies.is_empty());
+        for cmd in [
+            AclCommand::PolicyDelete(GLOBAL_MANAGEMENT_ID.into()),
+            AclCommand::TokenDelete(ANONYMOUS_ACCESSOR.into()),
+        ] {
+            let e = s.apply(5, &cmd).unwrap_err().to_string();
+            assert!(e.contains("is not permitted"), "{e}");
+        }
+        // The anonymous token's policies may change; its secret may not.
+        s.apply(6, &AclCommand::PolicySet(policy("p1", "readers")))
+            .unwrap();
+        s.apply(
+            7,
+            &AclCommand::TokenSet(token(ANONYMOUS_ACCESSOR, ANONYMOUS_SECRET, &["p1"])),
+        )
+        .unwrap();
+        assert_eq!(
+            s.token_by_secret("anonymous").unwrap().policies[0].name,
+            "readers"
+        );
+        let e = s
+            .apply(
+                8,
+                &AclCommand::TokenSet(token(ANONYMOUS_ACCESSOR, "other", &[])),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("SecretID"), "{e}");
+        let mut renamed = builtin_policy();
+        renamed.name = "mine".into();
+        assert!(s.apply(9, &AclCommand::PolicySet(renamed)).is_err());
+        let mut ruled = builtin_policy();
+        ruled.rules = "operator = \"read\"".into();
+        assert!(s.apply(9, &AclCommand::PolicySet(ruled)).is_err());
+    }
+
+    #[test]
+    fn bootstrap_once_with_global_management() {
+        let mut s = AclState::default();
+        s.apply(10, &AclCommand::Bootstrap(token("a1", "s1", &[])))
+            .unwrap();
+        let t = s.token_by_secret("s1").unwrap();
+        assert_eq!(t.policies[0].id, GLOBAL_MANAGEMENT_ID);
+        assert_eq!((t.create_index, t.modify_index), (10, 10));
+        assert_eq!(s.bootstrap_index(), Some(10));
+        let e = s
+            .apply(11, &AclCommand::Bootstrap(token("a2", "s2", &[])))
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "ACL bootstrap no longer allowed (reset index: 10)"
+        );
+        assert!(s.token("a2").is_none(), "nothing changed");
+        assert_eq!(s.index(), 10);
+    }
+
+    #[test]
+    fn tokens_need_their_own_secret_and_existing_policies() {
+        let mut s = AclState::default();
+        s.apply(1, &AclCommand::PolicySet(policy("p1", "readers")))
+            .unwrap();
+        s.apply(2, &AclCommand::TokenSet(token("a1", "s1", &["p1"])))
+            .unwrap();
+        let e = s
+            .apply(3, &AclCommand::TokenSet(token("a2", "s1", &[])))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "Invalid Token: SecretID is already in use");
+        let e = s
+            .apply(3, &AclCommand::TokenSet(token("a2", "s2", &["nope"])))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "cannot find policy \"nope\"");
+        let e = s
+            .apply(3, &AclCommand::TokenSet(token("a1", "other", &[])))
+            .unwrap_err();
+        assert_eq!(e.to_string(), "Cannot change a token's SecretID");
+        // An update keeps the creation index and time.
+        let mut update = token("a1", "s1", &[]);
+        update.description = "changed".into();
+        update.create_time = "later".into();
+        s.apply(4, &AclCommand::TokenSet(update)).unwrap();
+        let t = s.token("a1").unwrap();
+        assert_eq!((t.create_index, t.modify_index), (2, 4));
+        assert_eq!(t.create_time, "2026-11-22T00:00:00Z");
+        // Deleting a policy drops it from tokens when read.
+        s.apply(5, &AclCommand::TokenSet(token("a1", "s1", &["p1"])))
+            .unwrap();
+        s.apply(6, &AclCommand::PolicyDelete("p1".into())).unwrap();
+        assert!(s.token("a1").unwrap().policies.is_empty());
+        s.apply(7, &AclCommand::TokenDelete("a1".into())).unwrap();
+        assert!(s.token_by_secret("s1").is_none());
+        assert!(s.apply(8, &AclCommand::TokenDelete("a1".into())).is_err());
+    }
+
+    #[test]
+    fn policy_names_are_unique_and_valid() {
+        let mut s = AclState::default();
+        s.apply(1, &AclCommand::PolicySet(policy("p1", "readers")))
+            .unwrap();
+        let e = s
+            .apply(2, &AclCommand::PolicySet(policy("p2", "readers")))
+            .unwrap_err();
+        assert!(e.to_string().contains("already exists"), "{e}");
+        assert!(
+            s.apply(
+                2,
+                &AclCommand::PolicySet(policy("p2", GLOBAL_MANAGEMENT_NAME))
+            )
+            .is_err()
+        );
+        // Renaming keeps the creation index.
+        s.apply(3, &AclCommand::PolicySet(policy("p1", "reader-2")))
+            .unwrap();
+        let p = s.policy("p1").unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.create_index, p.modify_index),
+            ("reader-2", 1, 3)
+        );
+        for bad in ["", "with space", "ünï", &"x".repeat(129)] {
+            let e = AclCommand::PolicySet(policy("p9", bad))
+                .validate()
+                .unwrap_err();
+            assert!(e.contains("invalid Name"), "{bad}: {e}");
+        }
+        assert!(
+            AclCommand::TokenSet(token("", "s", &[]))
+                .validate()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn the_state_survives_encoding() {
+        let mut s = AclState::default();
+        s.apply(1, &AclCommand::PolicySet(policy("p1", "readers")))
+            .unwrap();
+        s.apply(2, &AclCommand::Bootstrap(token("a1", "s1", &[])))
+            .unwrap();
+        let mut back: AclState = serde_json::from_slice(&serde_json::to_vec(&s).unwrap()).unwrap();
+        assert!(
+            back.token_by_secret("s1").is_none(),
+            "index rebuilt on demand only"
+        );
+        back.reindex();
+        assert_eq!(back, s);
+        assert_eq!(back.token_by_secret("s1").unwrap().accessor_id, "a1");
+    }
+}
