@@ -91,6 +91,18 @@ pub struct AclToken {
     pub modify_index: Index,
 }
 
+/// What an agent needs to decide a token's requests: its policies' rules, or that it may
+/// do everything. Servers answer it from their state; client agents ask a server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResolvedToken {
+    /// The token's accessor ID.
+    pub accessor_id: String,
+    /// Linked to `global-management`: every request is allowed.
+    pub management: bool,
+    /// The linked policies that exist, with their rules (empty for management tokens).
+    pub policies: Vec<AclPolicy>,
+}
+
 /// The ACL part of the replicated state.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -266,6 +278,27 @@ impl AclState {
             None if secret == ANONYMOUS_SECRET => self.token(ANONYMOUS_ACCESSOR),
             None => None,
         }
+    }
+
+    /// The token whose secret is `secret`, ready for an authorizer (`None`: no such token,
+    /// Consul's `ACL not found`).
+    pub fn resolve(&self, secret: &str) -> Option<ResolvedToken> {
+        let token = self.token_by_secret(secret)?;
+        let management = token.policies.iter().any(|l| l.id == GLOBAL_MANAGEMENT_ID);
+        let policies = if management {
+            Vec::new()
+        } else {
+            token
+                .policies
+                .iter()
+                .filter_map(|l| self.policy(&l.id))
+                .collect()
+        };
+        Some(ResolvedToken {
+            accessor_id: token.accessor_id,
+            management,
+            policies,
+        })
     }
 
     /// Every token, the anonymous one included, by accessor ID.
@@ -599,6 +632,26 @@ mod tests {
                 .validate()
                 .is_err()
         );
+    }
+
+    #[test]
+    fn secrets_resolve_to_rules_or_management() {
+        let mut s = AclState::default();
+        s.apply(1, &AclCommand::PolicySet(policy("p1", "readers")))
+            .unwrap();
+        s.apply(2, &AclCommand::TokenSet(token("a1", "s1", &["p1"])))
+            .unwrap();
+        s.apply(3, &AclCommand::Bootstrap(token("a2", "s2", &[])))
+            .unwrap();
+        let r = s.resolve("s1").unwrap();
+        assert_eq!((r.accessor_id.as_str(), r.management), ("a1", false));
+        assert_eq!(r.policies.len(), 1);
+        assert!(r.policies[0].rules.contains("service_prefix"));
+        let m = s.resolve("s2").unwrap();
+        assert!(m.management && m.policies.is_empty());
+        let anon = s.resolve(ANONYMOUS_SECRET).unwrap();
+        assert!(!anon.management && anon.policies.is_empty());
+        assert!(s.resolve("nobody").is_none());
     }
 
     #[test]

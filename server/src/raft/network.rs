@@ -43,6 +43,7 @@ pub(crate) const PATH_READ_INDEX: &str = "/rpc/v1/read-index";
 pub(crate) const PATH_PEERS: &str = "/rpc/v1/peers";
 pub(crate) const PATH_REMOVE_SERVER: &str = "/rpc/v1/remove-server";
 pub(crate) const PATH_CONFIGURATION: &str = "/rpc/v1/raft-configuration";
+pub(crate) const PATH_ACL_RESOLVE: &str = "/rpc/v1/acl-resolve";
 
 /// Request envelope.
 #[derive(Serialize, Deserialize)]

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
 use super::network::{
-    Envelope, MAX_RPC_BODY, PATH_APPEND, PATH_CONFIGURATION, PATH_PEERS, PATH_READ_INDEX,
-    PATH_REMOVE_SERVER, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE, RPC_VERSION, Reply,
+    Envelope, MAX_RPC_BODY, PATH_ACL_RESOLVE, PATH_APPEND, PATH_CONFIGURATION, PATH_PEERS,
+    PATH_READ_INDEX, PATH_REMOVE_SERVER, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE, RPC_VERSION, Reply,
 };
 use super::server::{Inner, PeerStatus, RaftConfiguration, WriteOutcome, remove_forwarded};
 use crate::catalog::command::{Command, ValidationError};
@@ -95,6 +95,15 @@ pub(crate) struct RemoveServer {
 
 /// Reply to a forwarded removal.
 pub(crate) type RemoveServerReply = Result<(), ForwardError>;
+/// A client agent asks for a token's rules by its secret.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AclResolve {
+    pub(crate) secret: String,
+}
+
+/// Reply to [`AclResolve`]: `None` when no token has that secret.
+pub(crate) type AclResolveReply = Result<Option<crate::catalog::acl::ResolvedToken>, ForwardError>;
+
 /// Reply to a configuration request (answered by the leader only).
 pub(crate) type ConfigurationReply = Result<RaftConfiguration, ForwardError>;
 
@@ -110,6 +119,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(PATH_PEERS, post(peers))
         .route(PATH_REMOVE_SERVER, post(remove_server))
         .route(PATH_CONFIGURATION, post(configuration))
+        .route(PATH_ACL_RESOLVE, post(acl_resolve))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         .with_state(inner)
 }
@@ -233,6 +243,16 @@ async fn stream(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         Err(resp) => return resp,
     };
     reply(super::stream::serve(&inner, req).await)
+}
+
+/// Token resolution for client agents, from this server's state (as Consul's servers do).
+async fn acl_resolve(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    let req: AclResolve = match parse(&body) {
+        Ok(r) => r,
+        Err(resp) => return resp,
+    };
+    let result: AclResolveReply = inner.acl_resolve(&req.secret).map_err(ForwardError::from);
+    reply(result)
 }
 
 async fn configuration(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {

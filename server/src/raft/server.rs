@@ -383,6 +383,15 @@ impl Inner {
         }
     }
 
+    /// Token resolution from this server's state.
+    pub(crate) fn acl_resolve(
+        &self,
+        secret: &str,
+    ) -> Result<Option<crate::catalog::acl::ResolvedToken>, ServerError> {
+        self.ensure_open()?;
+        Ok(self.shared.state.read().catalog.acl().resolve(secret))
+    }
+
     fn ensure_open(&self) -> Result<(), ServerError> {
         if self.stop.is_cancelled() {
             return Err(ServerError::ShuttingDown);
@@ -828,6 +837,19 @@ impl ServerHandle {
         match found {
             Ok(Ok(m)) => m.current_leader,
             _ => None,
+        }
+    }
+
+    /// The rules of the token whose secret is `secret` (`None`: no such token). Servers
+    /// answer from their own state; a client agent's replica asks a server, since replicas
+    /// hold no ACL state.
+    pub async fn resolve_acl_token(
+        &self,
+        secret: &str,
+    ) -> Result<Option<crate::catalog::acl::ResolvedToken>, ServerError> {
+        match &self.role {
+            Role::Server(inner) => inner.acl_resolve(secret),
+            Role::Replica(replica) => replica.resolve_acl_token(secret).await,
         }
     }
 

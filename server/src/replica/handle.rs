@@ -28,8 +28,9 @@ use crate::catalog::model::Index;
 use crate::catalog::{Catalog, Table, TableIndexes};
 use crate::error::ServerError;
 use crate::raft::{
-    Consistency, ForwardError, ForwardWrite, PATH_READ_INDEX, PATH_WRITE, PostError, RaftRole,
-    RaftStatus, ReadMeta, Reply, ServerHandle, ServerInfo, WriteOutcome, encode_request,
+    AclResolve, Consistency, ForwardError, ForwardWrite, PATH_ACL_RESOLVE, PATH_READ_INDEX,
+    PATH_WRITE, PostError, RaftRole, RaftStatus, ReadMeta, Reply, ServerHandle, ServerInfo,
+    WriteOutcome, encode_request,
 };
 use crate::watch::TableWatches;
 
@@ -605,6 +606,20 @@ impl ReplicaHandle {
             );
         }
         Ok(outcome)
+    }
+
+    /// Asks a server for a token's rules (replicas hold no ACL state).
+    pub(crate) async fn resolve_acl_token(
+        &self,
+        secret: &str,
+    ) -> Result<Option<crate::catalog::acl::ResolvedToken>, ServerError> {
+        let shared = &self.shared;
+        shared.ensure_open()?;
+        let deadline = Instant::now() + shared.config.rpc_hold_timeout;
+        let request = AclResolve {
+            secret: secret.to_owned(),
+        };
+        shared.call(PATH_ACL_RESOLVE, &request, deadline).await
     }
 
     /// Reads the replica at `consistency` (see the module docs).

@@ -317,3 +317,61 @@ async fn stale_reads_answer_through_an_election_and_writes_resume_after_it() {
         s.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_resolve_tokens_through_a_server_and_never_hold_secrets() {
+    use muster_server::Command;
+    use muster_server::catalog::acl::{AclCommand, AclPolicy, AclToken, PolicyLink};
+    let dir = tempfile::tempdir().unwrap();
+    let server = single_server(dir.path()).await;
+    let policy = AclPolicy {
+        id: "p1".into(),
+        name: "readers".into(),
+        rules: r#"service_prefix "" { policy = "read" }"#.into(),
+        ..AclPolicy::default()
+    };
+    let token = AclToken {
+        accessor_id: "a1".into(),
+        secret_id: "secret-1".into(),
+        policies: vec![PolicyLink {
+            id: "p1".into(),
+            name: String::new(),
+        }],
+        ..AclToken::default()
+    };
+    for cmd in [AclCommand::PolicySet(policy), AclCommand::TokenSet(token)] {
+        let w = server.handle.write(Command::Acl(cmd)).await.unwrap();
+        assert!(w.result.is_ok(), "{:?}", w.result);
+    }
+    server.handle.write(register("db1", 1)).await.unwrap();
+    let (replica, _servers) = replica(&[&server]);
+    wait_until("the replica to catch up", T, || async {
+        (replica.status().applied_index == server.handle.status().applied_index).then_some(())
+    })
+    .await;
+    // The replica has the nodes, not the tokens.
+    let copy = content(&replica).await;
+    assert!(copy.node("db1").is_some());
+    assert!(copy.acl().token_by_secret("secret-1").is_none());
+    assert!(copy.acl().is_empty());
+    // It resolves through the server, as the server does locally.
+    let via_replica = replica
+        .resolve_acl_token("secret-1")
+        .await
+        .unwrap()
+        .unwrap();
+    let local = server
+        .handle
+        .resolve_acl_token("secret-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(via_replica, local);
+    assert_eq!(via_replica.policies[0].name, "readers");
+    assert!(replica.resolve_acl_token("wrong").await.unwrap().is_none());
+    // Without a server it cannot.
+    server.stop().await;
+    let err = replica.resolve_acl_token("secret-1").await.unwrap_err();
+    assert!(err.is_no_servers(), "{err:?}");
+    replica.shutdown().await;
+}
