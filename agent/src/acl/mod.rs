@@ -1,8 +1,9 @@
 //! ACL decisions: a token's policies, merged, decide what its requests may do.
 //!
 //! Layout: `rules` parses Consul's rule language; this module answers "may this token do
-//! that" ([`Authorizer`]). Where the tokens and policies are stored, how a secret becomes an
-//! authorizer and which endpoint needs what are the callers' business.
+//! that" ([`Authorizer`]); `resolver` turns a request's secret into an authorizer (the
+//! catalog holds tokens and policies; client agents ask a server and cache the answer).
+//! Which endpoint needs what is the HTTP layer's business.
 //!
 //! Decision order, as Consul's: a management token may do everything; otherwise the exact
 //! rule for the name, else the longest prefix rule, else the agent's `default_policy`.
@@ -10,8 +11,10 @@
 //! precedence (`deny` > `write` > `list` > `read`), so adding a policy can take access away
 //! only by denying it explicitly.
 
+pub mod resolver;
 pub mod rules;
 
+pub use resolver::{AclError, Denied, Resolver};
 pub use rules::{Access, Kind, Need, Rules, RulesError, Scalar};
 
 /// `acl.default_policy`: what happens where no rule speaks.

@@ -47,8 +47,9 @@ pub use definition::{
 pub use error::{ConfigError, DecodeError};
 pub use flags::{AgentArgs, AgentFlags, normalize_args};
 pub use runtime::{
-    CheckSettings, DnsSettings, GossipKey, GossipSettings, HttpSettings, LogLevel, LogSettings,
-    Ports, RecursorStrategy, RuntimeConfig, ServerSettings, SoaSettings,
+    AclSettings, AclTokens, CheckSettings, DnsSettings, DownPolicy, GossipKey, GossipSettings,
+    HttpSettings, LogLevel, LogSettings, Ports, RecursorStrategy, RuntimeConfig, ServerSettings,
+    SoaSettings,
 };
 pub use source::{ConfigFormat, FileEvent, FileOutcome};
 
@@ -377,6 +378,10 @@ mod tests {
         assert_eq!(rt.http.max_query_time, Duration::from_secs(600));
         assert_eq!(rt.http.max_conns_per_client, 200);
         assert_eq!(rt.http.max_header_bytes, 64 * 1024);
+        assert!(!rt.acl.enabled);
+        assert_eq!(rt.acl.default_policy, crate::acl::DefaultPolicy::Allow);
+        assert_eq!(rt.acl.down_policy, crate::config::DownPolicy::ExtendCache);
+        assert_eq!(rt.acl.token_ttl, Duration::from_secs(30));
         assert_eq!(rt.server.raft_multiplier, 5);
         assert_eq!(rt.logging.level, LogLevel::Info);
         assert_eq!(rt.logging.syslog_facility, "LOCAL0");
@@ -918,6 +923,16 @@ mod tests {
                 r#"{"dns_config": {"recursor_allow": ["10.0.0.0/8", "10.0.0.0/40"]}}"#,
                 "dns_config.recursor_allow",
                 "\"10.0.0.0/40\" is not a network: the prefix length must be 0 to 32",
+            ),
+            (
+                r#"{"acl": {"default_policy": "maybe"}}"#,
+                "acl.default_policy",
+                "invalid default policy \"maybe\"",
+            ),
+            (
+                r#"{"acl_down_policy": "sometimes"}"#,
+                "acl.down_policy",
+                "invalid down policy \"sometimes\"",
             ),
             (
                 r#"{"http_config": {"max_header_bytes": -1}}"#,

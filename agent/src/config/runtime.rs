@@ -51,6 +51,8 @@ pub struct RuntimeConfig {
     pub gossip: GossipSettings,
     /// HTTP API settings.
     pub http: HttpSettings,
+    /// ACL settings (`acl {}` and the old `acl_*` keys).
+    pub acl: AclSettings,
     /// DNS server and forwarder settings.
     pub dns: DnsSettings,
     /// Logging settings.
@@ -165,6 +167,61 @@ pub struct HttpSettings {
     pub default_query_time: Duration,
     /// Longest blocking-query wait.
     pub max_query_time: Duration,
+}
+
+/// ACL settings (`acl {}`; the old top-level `acl_*` keys are moved here by `normalize`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclSettings {
+    /// ACLs are enforced.
+    pub enabled: bool,
+    /// Where no rule of a token speaks (`default_policy`, default allow).
+    pub default_policy: crate::acl::DefaultPolicy,
+    /// What happens when no server can resolve a token (`down_policy`).
+    pub down_policy: DownPolicy,
+    /// How long a resolved token is cached on a client agent (`token_ttl`, default 30 s).
+    pub token_ttl: Duration,
+    /// The tokens the agent itself uses.
+    pub tokens: AclTokens,
+}
+
+/// `acl.down_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownPolicy {
+    /// Every request is allowed.
+    Allow,
+    /// Every request is denied.
+    Deny,
+    /// A token resolved before keeps its cached rights (`extend-cache`, the default, and
+    /// `async-cache`); others are denied.
+    ExtendCache,
+}
+
+/// `acl.tokens`: secrets, never printed.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AclTokens {
+    /// Created with `global-management` by the first leader (`initial_management`).
+    pub initial_management: Option<String>,
+    /// The agent's own catalog writes (`agent`).
+    pub agent: Option<String>,
+    /// `agent:write` on this agent even when no server answers (`agent_recovery`).
+    pub agent_recovery: Option<String>,
+    /// Requests without a token (`default`; else the anonymous token).
+    pub default: Option<String>,
+    /// DNS lookups (`dns`; else `default`).
+    pub dns: Option<String>,
+}
+
+impl std::fmt::Debug for AclTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |t: &Option<String>| if t.is_some() { "<set>" } else { "<none>" };
+        f.debug_struct("AclTokens")
+            .field("initial_management", &set(&self.initial_management))
+            .field("agent", &set(&self.agent))
+            .field("agent_recovery", &set(&self.agent_recovery))
+            .field("default", &set(&self.default))
+            .field("dns", &set(&self.dns))
+            .finish()
+    }
 }
 
 /// DNS settings (`domain`, `alt_domain`, `recursors`, `dns_config {}`).
@@ -378,6 +435,7 @@ struct FileConfig {
     leave_on_terminate: Option<bool>,
     limits: FileLimits,
     http_config: FileHttpConfig,
+    acl: FileAcl,
     log_json: Option<bool>,
     log_level: Option<String>,
     #[serde(with = "crate::duration::serde_go::option")]
@@ -424,6 +482,27 @@ struct FilePorts {
 #[serde(default)]
 struct FileLimits {
     http_max_conns_per_client: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileAcl {
+    enabled: Option<bool>,
+    default_policy: Option<String>,
+    down_policy: Option<String>,
+    #[serde(with = "crate::duration::serde_go::option")]
+    token_ttl: Option<Duration>,
+    tokens: FileAclTokens,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileAclTokens {
+    initial_management: Option<String>,
+    agent: Option<String>,
+    agent_recovery: Option<String>,
+    default: Option<String>,
+    dns: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -932,6 +1011,9 @@ pub(crate) fn build(
         max_query_time,
     };
 
+    // --- ACL -------------------------------------------------------------------------------
+    let acl = build_acl(&blame, &f.acl)?;
+
     // --- DNS -------------------------------------------------------------------------------
     let dns = build_dns(&blame, &f, &datacenter, dns_addrs)?;
 
@@ -1011,6 +1093,7 @@ pub(crate) fn build(
         server,
         gossip,
         http,
+        acl,
         dns,
         logging,
         check_settings,
@@ -1024,6 +1107,49 @@ pub(crate) fn build(
         disable_update_check: f.disable_update_check.unwrap_or(false),
         services,
         checks,
+    })
+}
+
+fn build_acl(blame: &Blame<'_>, a: &FileAcl) -> Result<AclSettings, ConfigError> {
+    use crate::acl::DefaultPolicy;
+    let default_policy = match a.default_policy.as_deref().unwrap_or("allow") {
+        "allow" => DefaultPolicy::Allow,
+        "deny" => DefaultPolicy::Deny,
+        other => {
+            return Err(blame.err(
+                "acl.default_policy",
+                format!("invalid default policy {other:?} (must be \"allow\" or \"deny\")"),
+            ));
+        }
+    };
+    let down_policy = match a.down_policy.as_deref().unwrap_or("extend-cache") {
+        "allow" => DownPolicy::Allow,
+        "deny" => DownPolicy::Deny,
+        "extend-cache" | "async-cache" => DownPolicy::ExtendCache,
+        other => {
+            return Err(blame.err(
+                "acl.down_policy",
+                format!(
+                    "invalid down policy {other:?} (must be \"allow\", \"deny\", \
+                     \"extend-cache\" or \"async-cache\")"
+                ),
+            ));
+        }
+    };
+    let token_ttl = a.token_ttl.unwrap_or(Duration::from_secs(30));
+    let secret = |t: &Option<String>| t.clone().filter(|s| !s.is_empty());
+    Ok(AclSettings {
+        enabled: a.enabled.unwrap_or(false),
+        default_policy,
+        down_policy,
+        token_ttl,
+        tokens: AclTokens {
+            initial_management: secret(&a.tokens.initial_management),
+            agent: secret(&a.tokens.agent),
+            agent_recovery: secret(&a.tokens.agent_recovery),
+            default: secret(&a.tokens.default),
+            dns: secret(&a.tokens.dns),
+        },
     })
 }
 
