@@ -136,7 +136,7 @@ impl Resolver {
                 Ok(r) => rules.push(r),
                 // Checked when written; a stored policy we cannot read grants nothing.
                 Err(e) => {
-                    tracing::warn!(policy = %p.name, error = %e, "ignoring an unreadable ACL policy")
+                    tracing::warn!(policy = %p.name, error = %e, "ignoring an unreadable ACL policy");
                 }
             }
         }

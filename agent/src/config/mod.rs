@@ -380,7 +380,7 @@ mod tests {
         assert_eq!(rt.http.max_header_bytes, 64 * 1024);
         assert!(!rt.acl.enabled);
         assert_eq!(rt.acl.default_policy, crate::acl::DefaultPolicy::Allow);
-        assert_eq!(rt.acl.down_policy, crate::config::DownPolicy::ExtendCache);
+        assert_eq!(rt.acl.down_policy, DownPolicy::ExtendCache);
         assert_eq!(rt.acl.token_ttl, Duration::from_secs(30));
         assert_eq!(rt.server.raft_multiplier, 5);
         assert_eq!(rt.logging.level, LogLevel::Info);
