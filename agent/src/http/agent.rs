@@ -23,7 +23,9 @@ use super::error::ApiError;
 use super::query::{Query, ReadOptions};
 use super::read::{filter_pairs, parse_filter};
 use super::schema;
+use super::token::Token;
 use super::{Api, decode_json, empty_ok, endpoint, read_body};
+use crate::acl::{Kind, Need, Scalar};
 use crate::config::{CheckDefinition, RuntimeConfig, ServiceDefinition};
 use crate::local::is_maintenance_check;
 use crate::node::{Member, MemberStatus};
@@ -357,8 +359,13 @@ struct SelfJson<'a> {
 }
 
 /// `GET /v1/agent/self`: identity, redacted runtime config, member, node meta, stats.
-async fn agent_self(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn agent_self(
+    State(api): ApiState,
+    token: Token,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = query(raw)?;
+    token.0.need(Kind::Agent, &api.ctx.node.name, Need::Read)?;
     let cfg = api.config();
     let node = &api.ctx.node;
     let view = api.ctx.local.view();
@@ -401,23 +408,32 @@ async fn agent_self(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Res
 }
 
 /// `GET /v1/agent/members`: the LAN gossip pool as gossip sees it (`?segment` is ignored).
-async fn members(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn members(
+    State(api): ApiState,
+    token: Token,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = query(raw)?;
     let current = api.ctx.members.current();
     let me = [self_member(&api)];
     // No WAN pool yet: `?wan` lists nobody.
+    let visible = |m: &&Member| token.node(&m.name);
     let list: Vec<MemberJson<'_>> = if q.has("wan") {
         Vec::new()
     } else if current.is_empty() {
-        me.iter().map(member_json).collect()
+        me.iter().filter(visible).map(member_json).collect()
     } else {
-        current.iter().map(member_json).collect()
+        current.iter().filter(visible).map(member_json).collect()
     };
     Ok(super::json(&list, q.pretty()))
 }
 
 /// `GET /v1/agent/services`: every local service by ID, `?filter` over AgentService.
-async fn services(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn services(
+    State(api): ApiState,
+    token: Token,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = query(raw)?;
     let filter = parse_filter(q.non_empty("filter"), &schema::AGENT_SERVICE)?;
     let view = api.ctx.local.view();
@@ -425,6 +441,11 @@ async fn services(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Respo
     let rows = view
         .services
         .iter()
+        .filter(|(_, s)| {
+            token
+                .0
+                .allows(Kind::Service, &s.service.service, Need::Read)
+        })
         .map(|(id, s)| (id.as_str(), agent_service(&s.service, dc)));
     let out: BTreeMap<&str, AgentService<'_>> =
         filter_pairs(rows, filter.as_ref(), &schema::AGENT_SERVICE)?;
@@ -445,6 +466,7 @@ fn content_hash(v: &AgentService<'_>) -> String {
 /// content is unchanged (watching the local view, bounded by `?wait`).
 async fn service(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -464,6 +486,9 @@ async fn service(
         let Some(s) = view.services.get(&id) else {
             return Err(ApiError::NotFound(format!("unknown service ID: {id}")));
         };
+        token
+            .0
+            .need(Kind::Service, &s.service.service, Need::Read)?;
         let mut body = agent_service(&s.service, &api.ctx.node.datacenter);
         let hash = content_hash(&body);
         // Hash-based blocking: wait while the content is what the client already has.
@@ -490,11 +515,19 @@ async fn service(
 }
 
 /// `GET /v1/agent/checks`: every local check by ID, with its current status and output.
-async fn checks(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn checks(
+    State(api): ApiState,
+    token: Token,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = query(raw)?;
     let filter = parse_filter(q.non_empty("filter"), &schema::HEALTH_CHECK)?;
     let view = api.ctx.local.view();
-    let rows = view.checks.iter().map(|(id, c)| (id.as_str(), &c.check));
+    let rows = view
+        .checks
+        .iter()
+        .filter(|(_, c)| token.check(&c.check.service_name, &c.check.node))
+        .map(|(id, c)| (id.as_str(), &c.check));
     let out = filter_pairs(rows, filter.as_ref(), &schema::HEALTH_CHECK)?;
     Ok(super::json(&out, q.pretty()))
 }
@@ -561,6 +594,7 @@ fn health_response<T: Serialize>(
 /// `GET /v1/agent/health/service/id/:id`: one instance's aggregated health as a status code.
 async fn health_by_id(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
     headers: axum::http::HeaderMap,
@@ -583,6 +617,9 @@ async fn health_by_id(
             q.pretty(),
         ));
     };
+    token
+        .0
+        .need(Kind::Service, &s.service.service, Need::Read)?;
     let checks = view.checks_for_service(&id, true);
     let (status, code) = aggregated(&checks);
     let body = ServiceHealth {
@@ -596,11 +633,13 @@ async fn health_by_id(
 /// `GET /v1/agent/health/service/name/:name`: every local instance of a service.
 async fn health_by_name(
     State(api): ApiState,
+    token: Token,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = query(raw)?;
+    token.0.need(Kind::Service, &name, Need::Read)?;
     let text = wants_text(&q, &headers);
     let view = api.ctx.local.view();
     let mut code = StatusCode::NOT_FOUND;
@@ -635,6 +674,7 @@ fn is_unspecified(addr: &str) -> bool {
 /// and persist; anti-entropy carries it to the catalog.
 async fn register_service(
     State(api): ApiState,
+    token: Token,
     RawQuery(raw): RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -644,6 +684,7 @@ async fn register_service(
         .map_err(|v| ApiError::bad(format!("Invalid value for replace-existing-checks: {v:?}")))?;
     let bytes = read_body(&api, body).await?;
     let def = ServiceDefinition::from_api_json(&decode_json(&bytes)?)?;
+    token.0.need(Kind::Service, &def.name, Need::Write)?;
     if is_unspecified(&def.address) {
         return Err(ApiError::bad("Invalid service address"));
     }
@@ -655,16 +696,36 @@ async fn register_service(
 /// `PUT /v1/agent/service/deregister/:id`: the service and its checks.
 async fn deregister_service(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    if let Some(s) = api.ctx.local.view().services.get(&id) {
+        token
+            .0
+            .need(Kind::Service, &s.service.service, Need::Write)?;
+    }
     api.ctx.local.deregister_service(&id).await?;
     Ok(empty_ok())
 }
 
 /// `PUT /v1/agent/check/register`.
-async fn register_check(State(api): ApiState, body: Body) -> Result<Response, ApiError> {
+async fn register_check(
+    State(api): ApiState,
+    token: Token,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_body(&api, body).await?;
     let def = CheckDefinition::from_api_json(&decode_json(&bytes)?)?;
+    let service = def
+        .service_id
+        .as_ref()
+        .and_then(|id| api.ctx.local.view().services.get(id).cloned());
+    match service {
+        Some(s) => token
+            .0
+            .need(Kind::Service, &s.service.service, Need::Write)?,
+        None => token.0.need(Kind::Node, &api.ctx.node.name, Need::Write)?,
+    }
     api.config().script_checks().permit_api_check(&def)?;
     api.ctx.local.register_check(def).await?;
     Ok(empty_ok())
@@ -673,20 +734,44 @@ async fn register_check(State(api): ApiState, body: Body) -> Result<Response, Ap
 /// `PUT /v1/agent/check/deregister/:id`.
 async fn deregister_check(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    check_write(&api, &token, &id)?;
     api.ctx.local.deregister_check(&id).await?;
     Ok(empty_ok())
+}
+
+/// What changing a local check needs: its service's `service:write`, or `node:write` on
+/// this node for a node-level check. Unknown checks pass here and get their 404 after.
+fn check_write(api: &Api, token: &Token, id: &str) -> Result<(), ApiError> {
+    if token.0.is_all() {
+        return Ok(());
+    }
+    let view = api.ctx.local.view();
+    let Some(check) = view.checks.get(id) else {
+        return Ok(());
+    };
+    if check.check.service_name.is_empty() {
+        token.0.need(Kind::Node, &api.ctx.node.name, Need::Write)?;
+    } else {
+        token
+            .0
+            .need(Kind::Service, &check.check.service_name, Need::Write)?;
+    }
+    Ok(())
 }
 
 /// The TTL endpoints: `?note` becomes the output.
 async fn ttl(
     api: &Api,
+    token: &Token,
     id: &str,
     status: HealthStatus,
     raw: Option<String>,
 ) -> Result<Response, ApiError> {
     let q = query(raw)?;
+    check_write(api, token, id)?;
     let note = q.get("note").unwrap_or_default().to_owned();
     api.ctx.local.update_ttl(id, status, note).await?;
     Ok(empty_ok())
@@ -694,26 +779,29 @@ async fn ttl(
 
 async fn check_pass(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    ttl(&api, &id, HealthStatus::Passing, raw).await
+    ttl(&api, &token, &id, HealthStatus::Passing, raw).await
 }
 
 async fn check_warn(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    ttl(&api, &id, HealthStatus::Warning, raw).await
+    ttl(&api, &token, &id, HealthStatus::Warning, raw).await
 }
 
 async fn check_fail(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    ttl(&api, &id, HealthStatus::Critical, raw).await
+    ttl(&api, &token, &id, HealthStatus::Critical, raw).await
 }
 
 #[derive(serde::Deserialize)]
@@ -727,6 +815,7 @@ struct CheckUpdate {
 /// `PUT /v1/agent/check/update/:id`: status and output in the body.
 async fn check_update(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -740,6 +829,7 @@ async fn check_update(
         "critical" => HealthStatus::Critical,
         other => return Err(ApiError::bad(format!("Invalid check status: '{other}'"))),
     };
+    check_write(&api, &token, &id)?;
     api.ctx.local.update_ttl(&id, status, update.output).await?;
     Ok(empty_ok())
 }
@@ -757,10 +847,12 @@ fn maintenance_params(q: &Query) -> Result<(bool, Option<String>), ApiError> {
 /// `PUT /v1/agent/maintenance?enable=&reason=`.
 async fn node_maintenance(
     State(api): ApiState,
+    token: Token,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(raw)?;
     let (enable, reason) = maintenance_params(&q)?;
+    token.0.need(Kind::Node, &api.ctx.node.name, Need::Write)?;
     api.ctx.local.set_node_maintenance(enable, reason).await?;
     Ok(empty_ok())
 }
@@ -768,11 +860,17 @@ async fn node_maintenance(
 /// `PUT /v1/agent/service/maintenance/:id?enable=&reason=`.
 async fn service_maintenance(
     State(api): ApiState,
+    token: Token,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(raw)?;
     let (enable, reason) = maintenance_params(&q)?;
+    if let Some(s) = api.ctx.local.view().services.get(&id) {
+        token
+            .0
+            .need(Kind::Service, &s.service.service, Need::Write)?;
+    }
     api.ctx
         .local
         .set_service_maintenance(&id, enable, reason)
@@ -781,7 +879,8 @@ async fn service_maintenance(
 }
 
 /// `PUT /v1/agent/reload`: the runtime reloads (and hands the new config to the local state).
-async fn reload(State(api): ApiState) -> Result<Response, ApiError> {
+async fn reload(State(api): ApiState, token: Token) -> Result<Response, ApiError> {
+    token.0.need(Kind::Agent, &api.ctx.node.name, Need::Write)?;
     api.ctx.control.reload().await.map_err(ApiError::Internal)?;
     Ok(empty_ok())
 }
@@ -800,11 +899,13 @@ fn refuse_wan(q: &Query) -> Result<(), ApiError> {
 /// it cannot be contacted). There is no WAN pool, so `?wan` is refused.
 async fn join(
     State(api): ApiState,
+    token: Token,
     Path(address): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(raw)?;
     refuse_wan(&q)?;
+    token.0.need(Kind::Agent, &api.ctx.node.name, Need::Write)?;
     api.ctx
         .members
         .join(vec![address])
@@ -817,11 +918,13 @@ async fn join(
 /// (`?prune`: it is forgotten). Unknown names are a 500 with Consul's text.
 async fn force_leave(
     State(api): ApiState,
+    token: Token,
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = query(raw)?;
     refuse_wan(&q)?;
+    token.0.need_scalar(Scalar::Operator, Need::Write)?;
     api.ctx
         .members
         .force_leave(&node, q.has("prune"))
@@ -831,7 +934,8 @@ async fn force_leave(
 }
 
 /// `PUT /v1/agent/leave`: answered once the runtime has left.
-async fn leave(State(api): ApiState) -> Result<Response, ApiError> {
+async fn leave(State(api): ApiState, token: Token) -> Result<Response, ApiError> {
+    token.0.need(Kind::Agent, &api.ctx.node.name, Need::Write)?;
     api.ctx.control.leave().await;
     Ok(empty_ok())
 }

@@ -14,15 +14,17 @@ use axum::http::Method;
 use axum::response::Response;
 use muster_server::catalog::query::tables;
 use muster_server::{
-    Command, Deregistration, NodeServiceList, NodeServices, Registration, ServiceFilter,
-    ServiceNode,
+    Command, Consistency, Deregistration, NodeServiceList, NodeServices, Registration,
+    ServiceFilter, ServiceNode,
 };
 
 use super::error::ApiError;
 use super::query::{Query, ReadOptions};
 use super::read::{blocking_read, filter_pairs, filter_rows, parse_filter, with_meta};
 use super::schema::{self, Shape};
+use super::token::Token;
 use super::{Api, decode_json, endpoint, json, read_body};
+use crate::acl::{Kind, Need};
 
 type ApiState = State<Arc<Api>>;
 
@@ -73,9 +75,91 @@ async fn write(api: &Api, command: Command) -> Result<Response, ApiError> {
     }
 }
 
+/// The name of service `id` on `node` as the catalog has it (stale: only for ACL checks).
+async fn service_name_of(api: &Api, node: &str, id: &str) -> Result<Option<String>, ApiError> {
+    let (name, _) = api
+        .catalog()?
+        .read(Consistency::Stale, |c| {
+            c.service(node, id).map(|s| s.service.clone())
+        })
+        .await?;
+    Ok(name)
+}
+
+/// What a registration needs: `node:write` unless `SkipNodeUpdate` (Consul also spares an
+/// unchanged node; we ask for it whenever the node may be written), `service:write` on the
+/// service, and for each check the write permission of what it is about.
+async fn authorize_registration(
+    api: &Api,
+    token: &Token,
+    r: &Registration,
+) -> Result<(), ApiError> {
+    if token.0.is_all() {
+        return Ok(());
+    }
+    if !r.skip_node_update {
+        token.0.need(Kind::Node, &r.node, Need::Write)?;
+    }
+    if let Some(svc) = &r.service {
+        token.0.need(Kind::Service, &svc.service, Need::Write)?;
+    }
+    for check in &r.checks {
+        if check.service_id.is_empty() {
+            token.0.need(Kind::Node, &r.node, Need::Write)?;
+            continue;
+        }
+        let in_request = r.service.as_ref().filter(|s| s.id == check.service_id);
+        let name = match in_request {
+            Some(s) => Some(s.service.clone()),
+            None => service_name_of(api, &r.node, &check.service_id).await?,
+        };
+        // An unknown service fails validation later; its check needs the node meanwhile.
+        match name {
+            Some(name) => token.0.need(Kind::Service, &name, Need::Write)?,
+            None => token.0.need(Kind::Node, &r.node, Need::Write)?,
+        }
+    }
+    Ok(())
+}
+
+/// What a deregistration needs: the service's or check's write permission, or `node:write`
+/// for a whole node or a node-level check.
+async fn authorize_deregistration(
+    api: &Api,
+    token: &Token,
+    d: &Deregistration,
+) -> Result<(), ApiError> {
+    if token.0.is_all() {
+        return Ok(());
+    }
+    let service_id = if !d.service_id.is_empty() {
+        Some(d.service_id.clone())
+    } else if !d.check_id.is_empty() {
+        let (sid, _) = api
+            .catalog()?
+            .read(Consistency::Stale, |c| {
+                c.check(&d.node, &d.check_id)
+                    .map(|ch| ch.service_id.clone())
+            })
+            .await?;
+        sid.filter(|s| !s.is_empty())
+    } else {
+        None
+    };
+    match service_id {
+        Some(id) => match service_name_of(api, &d.node, &id).await? {
+            Some(name) => token.0.need(Kind::Service, &name, Need::Write)?,
+            None => token.0.need(Kind::Node, &d.node, Need::Write)?,
+        },
+        None => token.0.need(Kind::Node, &d.node, Need::Write)?,
+    }
+    Ok(())
+}
+
 /// `PUT /v1/catalog/register`: a node, optionally a service and checks; `true`.
 async fn register(
     State(api): ApiState,
+    token: Token,
     RawQuery(raw): RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -88,12 +172,14 @@ async fn register(
     if registration.datacenter.is_empty() {
         registration.datacenter = api.ctx.node.datacenter.clone();
     }
+    authorize_registration(&api, &token, &registration).await?;
     write(&api, Command::Register(registration)).await
 }
 
 /// `PUT /v1/catalog/deregister`: a node, one service or one check; `true`.
 async fn deregister(
     State(api): ApiState,
+    token: Token,
     RawQuery(raw): RawQuery,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -103,6 +189,7 @@ async fn deregister(
     let bytes = read_body(&api, body).await?;
     let deregistration: Deregistration = decode(&bytes, &schema::DEREGISTRATION)?;
     check_body_dc(&api, &deregistration.datacenter)?;
+    authorize_deregistration(&api, &token, &deregistration).await?;
     write(&api, Command::Deregister(deregistration)).await
 }
 
@@ -122,27 +209,35 @@ fn read_request(api: &Api, raw: Option<&str>) -> Result<(Query, ReadOptions), Ap
 }
 
 /// `GET /v1/catalog/nodes`.
-async fn nodes(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn nodes(
+    State(api): ApiState,
+    token: Token,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let (q, opts) = read_request(&api, raw.as_deref())?;
     let filter = parse_filter(opts.filter.as_deref(), &schema::NODE)?;
     let meta = q.node_meta();
     let read = blocking_read(&api, &opts, tables::NODES, |c| c.nodes(&meta)).await?;
-    let rows = filter_rows(read.value, filter.as_ref(), &schema::NODE)?;
+    let mut rows = read.value;
+    rows.retain(|n| token.node(&n.name));
+    let rows = filter_rows(rows, filter.as_ref(), &schema::NODE)?;
     Ok(with_meta(json(&rows, q.pretty()), read.index, &read.meta))
 }
 
 /// `GET /v1/catalog/services`: service name → union of tags.
-async fn services(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn services(
+    State(api): ApiState,
+    token: Token,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let (q, opts) = read_request(&api, raw.as_deref())?;
     let filter = parse_filter(opts.filter.as_deref(), &schema::SERVICE_NODE)?;
     let meta = q.node_meta();
     let Some(filter) = filter else {
         let read = blocking_read(&api, &opts, tables::SERVICES, |c| c.services(&meta)).await?;
-        return Ok(with_meta(
-            json(&read.value, q.pretty()),
-            read.index,
-            &read.meta,
-        ));
+        let mut names = read.value;
+        names.retain(|name, _| token.0.allows(Kind::Service, name, Need::Read));
+        return Ok(with_meta(json(&names, q.pretty()), read.index, &read.meta));
     };
     // Consul filters the service instances, then aggregates names and tags.
     let read = blocking_read(&api, &opts, tables::SERVICES, |c| {
@@ -156,7 +251,9 @@ async fn services(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Respo
         (c.indexes().max_of(tables::SERVICES), rows)
     })
     .await?;
-    let rows = filter_rows(read.value, Some(&filter), &schema::SERVICE_NODE)?;
+    let mut rows = read.value;
+    rows.retain(|r| token.service(&r.service_name, &r.node));
+    let rows = filter_rows(rows, Some(&filter), &schema::SERVICE_NODE)?;
     let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in rows {
         out.entry(row.service_name)
@@ -173,6 +270,7 @@ async fn services(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Respo
 /// `GET /v1/catalog/service/:name`: instances, no health filtering.
 async fn service(
     State(api): ApiState,
+    token: Token,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -187,13 +285,16 @@ async fn service(
         c.service_nodes(&name, &service_filter)
     })
     .await?;
-    let rows = filter_rows(read.value, filter.as_ref(), &schema::SERVICE_NODE)?;
+    let mut rows = read.value;
+    rows.retain(|r| token.service(&r.service_name, &r.node));
+    let rows = filter_rows(rows, filter.as_ref(), &schema::SERVICE_NODE)?;
     Ok(with_meta(json(&rows, q.pretty()), read.index, &read.meta))
 }
 
 /// `GET /v1/catalog/node/:node`: `null` for an unknown node, as Consul.
 async fn node(
     State(api): ApiState,
+    token: Token,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -203,9 +304,11 @@ async fn node(
         c.node_services(&name)
     })
     .await?;
-    let body = match read.value {
+    let body = match read.value.filter(|ns| token.node(&ns.node.name)) {
         None => None,
-        Some(ns) => {
+        Some(mut ns) => {
+            ns.services
+                .retain(|_, s| token.0.allows(Kind::Service, &s.service, Need::Read));
             // `Services` is an object keyed by ID: the filter sees each NodeService value.
             let services = filter_pairs(ns.services, filter.as_ref(), &schema::NODE_SERVICE)?;
             Some(NodeServices {
@@ -220,6 +323,7 @@ async fn node(
 /// `GET /v1/catalog/node-services/:node`: like `node` with a list of services.
 async fn node_services(
     State(api): ApiState,
+    token: Token,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -229,13 +333,15 @@ async fn node_services(
         c.node_services(&name)
     })
     .await?;
-    let response = match read.value {
+    let response = match read.value.filter(|ns| token.node(&ns.node.name)) {
         None => json(
             &serde_json::json!({"Node": null, "Services": []}),
             q.pretty(),
         ),
         Some(ns) => {
-            let list = NodeServiceList::from(ns);
+            let mut list = NodeServiceList::from(ns);
+            list.services
+                .retain(|s| token.0.allows(Kind::Service, &s.service, Need::Read));
             let services = filter_rows(list.services, filter.as_ref(), &schema::NODE_SERVICE)?;
             let list = NodeServiceList {
                 node: list.node,

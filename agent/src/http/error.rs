@@ -23,6 +23,9 @@ pub(crate) enum ApiError {
     /// 400 with a reason.
     #[error("{0}")]
     BadRequest(String),
+    /// 403: an ACL token that does not exist, or lacks a permission (Consul's texts).
+    #[error("{0}")]
+    Forbidden(String),
     /// 404 with a reason (may be empty).
     #[error("{0}")]
     NotFound(String),
@@ -74,6 +77,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -116,6 +120,18 @@ impl From<ServerError> for ApiError {
         } else {
             ApiError::Internal(e.to_string())
         }
+    }
+}
+
+impl From<crate::acl::Denied> for ApiError {
+    fn from(e: crate::acl::Denied) -> Self {
+        ApiError::Forbidden(e.to_string())
+    }
+}
+
+impl From<crate::acl::AclError> for ApiError {
+    fn from(e: crate::acl::AclError) -> Self {
+        ApiError::Forbidden(e.to_string())
     }
 }
 

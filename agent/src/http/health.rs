@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::query::{Query, ReadOptions};
 use super::read::{blocking_read, filter_rows, parse_filter, with_meta};
 use super::schema;
+use super::token::Token;
 use super::{Api, endpoint, json};
 
 type ApiState = State<Arc<Api>>;
@@ -43,19 +44,23 @@ fn read_request(api: &Api, raw: Option<&str>) -> Result<(Query, ReadOptions), Ap
 /// `GET /v1/health/node/:node`: every check of the node, `serfHealth` included.
 async fn node(
     State(api): ApiState,
+    token: Token,
     Path(name): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let (q, opts) = read_request(&api, raw.as_deref())?;
     let filter = parse_filter(opts.filter.as_deref(), &schema::HEALTH_CHECK)?;
     let read = blocking_read(&api, &opts, tables::NODE_CHECKS, |c| c.node_checks(&name)).await?;
-    let rows = filter_rows(read.value, filter.as_ref(), &schema::HEALTH_CHECK)?;
+    let mut rows = read.value;
+    rows.retain(|c| token.check(&c.service_name, &c.node));
+    let rows = filter_rows(rows, filter.as_ref(), &schema::HEALTH_CHECK)?;
     Ok(with_meta(json(&rows, q.pretty()), read.index, &read.meta))
 }
 
 /// `GET /v1/health/checks/:service`: the checks of a service's instances.
 async fn checks(
     State(api): ApiState,
+    token: Token,
     Path(service): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -66,13 +71,16 @@ async fn checks(
         c.service_checks(&service, &meta)
     })
     .await?;
-    let rows = filter_rows(read.value, filter.as_ref(), &schema::HEALTH_CHECK)?;
+    let mut rows = read.value;
+    rows.retain(|c| token.check(&c.service_name, &c.node));
+    let rows = filter_rows(rows, filter.as_ref(), &schema::HEALTH_CHECK)?;
     Ok(with_meta(json(&rows, q.pretty()), read.index, &read.meta))
 }
 
 /// `GET /v1/health/service/:service`: instances with node-level and own checks.
 async fn service(
     State(api): ApiState,
+    token: Token,
     Path(service): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -90,13 +98,19 @@ async fn service(
         c.check_service_nodes(&service, &service_filter)
     })
     .await?;
-    let rows = filter_rows(read.value, filter.as_ref(), &schema::CHECK_SERVICE_NODE)?;
+    let mut rows = read.value;
+    rows.retain(|r| token.service(&r.service.service, &r.node.name));
+    for r in &mut rows {
+        r.checks.retain(|c| token.check(&c.service_name, &c.node));
+    }
+    let rows = filter_rows(rows, filter.as_ref(), &schema::CHECK_SERVICE_NODE)?;
     Ok(with_meta(json(&rows, q.pretty()), read.index, &read.meta))
 }
 
 /// `GET /v1/health/state/:state`: `any` or one status; anything else is a 400.
 async fn state(
     State(api): ApiState,
+    token: Token,
     Path(state): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
@@ -110,6 +124,8 @@ async fn state(
         c.checks_in_state(state, &meta)
     })
     .await?;
-    let rows = filter_rows(read.value, filter.as_ref(), &schema::HEALTH_CHECK)?;
+    let mut rows = read.value;
+    rows.retain(|c| token.check(&c.service_name, &c.node));
+    let rows = filter_rows(rows, filter.as_ref(), &schema::HEALTH_CHECK)?;
     Ok(with_meta(json(&rows, q.pretty()), read.index, &read.meta))
 }

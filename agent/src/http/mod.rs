@@ -26,6 +26,7 @@ mod operator;
 mod query;
 mod read;
 mod schema;
+mod token;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,6 +76,8 @@ pub struct HttpContext {
 pub(crate) struct Api {
     ctx: HttpContext,
     blocking: Semaphore,
+    /// Token resolution (built from the configuration at start).
+    acl: crate::acl::Resolver,
 }
 
 impl Api {
@@ -220,9 +223,17 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: HttpContext) -> std::
     let shutdown = ctx.shutdown.clone();
     let http = ctx.config.load().http.clone();
     let mut listener = listener::LimitedListener::new(listener, http.max_conns_per_client);
+    let config = ctx.config.load_full();
+    let acl = crate::acl::Resolver::new(
+        config.acl.clone(),
+        &ctx.node.datacenter,
+        &ctx.node.name,
+        ctx.catalog.clone(),
+    );
     let api = Arc::new(Api {
         ctx,
         blocking: Semaphore::new(http.max_blocking_queries),
+        acl,
     });
     let app = router(api);
     let mut conn = hyper::server::conn::http1::Builder::new();

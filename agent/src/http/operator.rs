@@ -20,7 +20,9 @@ use serde::Serialize;
 
 use super::error::ApiError;
 use super::query::Query;
+use super::token::Token;
 use super::{Api, empty_ok, endpoint, json};
+use crate::acl::{Need, Scalar};
 use crate::runtime::RAFT_PROTOCOL;
 
 type ApiState = State<Arc<Api>>;
@@ -91,10 +93,12 @@ fn require_leader(catalog: &ServerHandle) -> Result<(), ApiError> {
 /// what the servers last told its replica.
 async fn configuration(
     State(api): ApiState,
+    token: Token,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref())?;
     api.check_dc(&q)?;
+    token.0.need_scalar(Scalar::Operator, Need::Read)?;
     let catalog = api.catalog()?;
     let stale = q.has("stale");
     if !stale {
@@ -150,9 +154,14 @@ fn replica_configuration(catalog: &ServerHandle) -> muster_server::RaftConfigura
 }
 
 /// `DELETE /v1/operator/raft/peer?id=<node-id>` or `?address=<ip:port>`.
-async fn remove_peer(State(api): ApiState, RawQuery(raw): RawQuery) -> Result<Response, ApiError> {
+async fn remove_peer(
+    State(api): ApiState,
+    token: Token,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
     let q = Query::parse(raw.as_deref())?;
     api.check_dc(&q)?;
+    token.0.need_scalar(Scalar::Operator, Need::Write)?;
     let (id, address) = (q.get("id"), q.get("address"));
     let target = match (id, address) {
         (None, None) => {
