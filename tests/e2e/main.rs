@@ -6,6 +6,7 @@
 //! Run it with `cargo test -p muster --test e2e` (add `-- --nocapture` to see the seed
 //! scenario's measured times).
 
+mod acl;
 mod cli;
 mod cluster;
 mod config_errors;

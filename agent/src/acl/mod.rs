@@ -17,6 +17,45 @@ pub mod rules;
 pub use resolver::{AclError, Denied, Resolver};
 pub use rules::{Access, Kind, Need, Rules, RulesError, Scalar};
 
+/// A new accessor or secret ID.
+pub(crate) fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Token creation times, as Consul writes them.
+pub(crate) fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+/// Creates `initial_management` with `global-management` if no token has that secret yet
+/// (the leader does this when it takes office, as Consul's `initializeACLs`).
+pub async fn ensure_initial_management(
+    catalog: &muster_server::ServerHandle,
+    secret: &str,
+) -> Result<bool, muster_server::ServerError> {
+    let state = catalog.acl_state().await?;
+    if state.token_by_secret(secret).is_some() {
+        return Ok(false);
+    }
+    use muster_server::Command;
+    use muster_server::catalog::acl::{AclCommand, AclToken, GLOBAL_MANAGEMENT_ID, PolicyLink};
+    let token = AclToken {
+        accessor_id: new_id(),
+        secret_id: secret.to_owned(),
+        description: "Initial Management Token".into(),
+        policies: vec![PolicyLink {
+            id: GLOBAL_MANAGEMENT_ID.into(),
+            name: String::new(),
+        }],
+        create_time: now_rfc3339(),
+        ..AclToken::default()
+    };
+    let outcome = catalog
+        .write(Command::Acl(AclCommand::TokenSet(token)))
+        .await?;
+    Ok(outcome.result.is_ok())
+}
+
 /// `acl.default_policy`: what happens where no rule speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DefaultPolicy {

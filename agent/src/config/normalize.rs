@@ -576,13 +576,13 @@ mod tests {
     #[test]
     fn not_implemented_keys_warn_once_with_file_and_key() {
         let (out, warnings) = file(
-            json!({"telemetry": {"disable_hostname": true}, "acl": {"enabled": false, "tokens": {"agent": "x"}}}),
+            json!({"telemetry": {"disable_hostname": true}, "acl": {"enabled": false, "role_ttl": "5s", "tokens": {"agent": "x"}}}),
         );
         assert!(out.is_ok());
         assert_eq!(
             warnings,
             vec![
-                "config key 'acl' in f.json is accepted for compatibility but not implemented; ignored",
+                "config key 'acl.role_ttl' in f.json is accepted for compatibility but not implemented; ignored",
                 "config key 'telemetry' in f.json is accepted for compatibility but not implemented; ignored",
             ]
         );

@@ -165,7 +165,7 @@ const STR_LIST: Kind = Kind::List(&Str);
 pub(crate) static CONFIG: Obj = Obj {
     loose: false,
     fields: &[
-        ignored("acl", Kind::Obj(&ACL)),
+        used("acl", Kind::Obj(&ACL)),
         used("addresses", Kind::Obj(&ADDRESSES)),
         used("advertise_addr", Str),
         ignored("advertise_addr_ipv4", Str),
@@ -499,15 +499,15 @@ pub(crate) static CHECK: Obj = Obj {
 static ACL: Obj = Obj {
     loose: false,
     fields: &[
-        ignored("enabled", Bool),
+        used("enabled", Bool),
         ignored("enable_token_replication", Bool),
         ignored("policy_ttl", Dur),
         ignored("role_ttl", Dur),
-        ignored("token_ttl", Dur),
-        ignored("down_policy", Str),
-        ignored("default_policy", Str),
+        used("token_ttl", Dur),
+        used("down_policy", Str),
+        used("default_policy", Str),
         ignored("enable_key_list_policy", Bool),
-        ignored("tokens", Kind::Obj(&ACL_TOKENS)),
+        used("tokens", Kind::Obj(&ACL_TOKENS)),
         ignored("enable_token_persistence", Bool),
         ignored("msp_disable_bootstrap", Bool),
     ],
@@ -516,13 +516,15 @@ static ACL: Obj = Obj {
 static ACL_TOKENS: Obj = Obj {
     loose: false,
     fields: &[
-        ignored("initial_management", Str),
+        used("initial_management", Str),
         ignored("replication", Str),
-        ignored("agent_recovery", Str),
-        ignored("default", Str),
-        ignored("agent", Str),
+        used("agent_recovery", Str),
+        used("default", Str),
+        // Accepted: the agent's own catalog writes travel over the server RPC port, which
+        // trusts its peers (use TLS with verify_incoming), so they need no token.
+        used("agent", Str),
         ignored("config_file_service_registration", Str),
-        ignored("dns", Str),
+        used("dns", Str),
         ignored(
             "managed_service_provider",
             Kind::List(&Kind::Obj(&MSP_TOKEN)),

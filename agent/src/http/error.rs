@@ -23,6 +23,9 @@ pub(crate) enum ApiError {
     /// 400 with a reason.
     #[error("{0}")]
     BadRequest(String),
+    /// 401 (`ACL support disabled`).
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403: an ACL token that does not exist, or lacks a permission (Consul's texts).
     #[error("{0}")]
     Forbidden(String),
@@ -77,6 +80,7 @@ impl ApiError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

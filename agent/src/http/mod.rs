@@ -16,6 +16,7 @@
 //! queries are bounded in number (`max_blocking_queries`, 429 beyond) and end at once when the shutdown
 //! token is cancelled; serving returns after in-flight requests finish or a grace period.
 
+mod acl;
 mod agent;
 mod catalog;
 mod error;
@@ -214,6 +215,7 @@ fn router(api: Arc<Api>) -> Router {
     let router = catalog::routes(router);
     let router = health::routes(router);
     let router = operator::routes(router);
+    let router = acl::routes(router);
     router.fallback(unknown_path).with_state(api)
 }
 

@@ -14,18 +14,19 @@ use super::Api;
 use super::error::ApiError;
 use crate::acl::{Authorizer, Kind, Need};
 
-/// The authorizer of the request's token.
-pub(crate) struct Token(pub(crate) Arc<Authorizer>);
+/// The authorizer of the request's token, and the secret it carried (if any).
+pub(crate) struct Token(pub(crate) Arc<Authorizer>, pub(crate) Option<String>);
 
 impl FromRequestParts<Arc<Api>> for Token {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Self, ApiError> {
         if !api.acl.enabled() {
-            return Ok(Token(Arc::new(Authorizer::all())));
+            return Ok(Token(Arc::new(Authorizer::all()), None));
         }
         let secret = secret_of(parts);
-        Ok(Token(api.acl.resolve(secret.as_deref()).await?))
+        let authorizer = api.acl.resolve(secret.as_deref()).await?;
+        Ok(Token(authorizer, secret))
     }
 }
 

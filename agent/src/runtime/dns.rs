@@ -25,6 +25,7 @@ use muster_server::{Catalog, Consistency, HealthStatus, ServerHandle, Table};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::acl::{Authorizer, Kind, Need, Resolver};
 use crate::config::{self, DnsSettings};
 
 /// Least time between two snapshot rebuilds.
@@ -126,15 +127,49 @@ pub fn build_dns_catalog(
     }
 }
 
-/// Keeps `shared` in step with the server's catalog until `shutdown` is cancelled.
+/// What DNS may answer: nodes the DNS token may read, and instances whose service and node
+/// it may read (Consul filters DNS by `acl.tokens.dns`, else `default`, else anonymous;
+/// what is filtered out is NXDOMAIN).
+pub fn filter_dns_catalog(mut c: DnsCatalog, auth: &Authorizer) -> DnsCatalog {
+    if auth.is_all() {
+        return c;
+    }
+    let node_ok = |n: &str| auth.allows(Kind::Node, n, Need::Read);
+    c.nodes.retain(|n| node_ok(&n.name));
+    c.services
+        .retain(|s| auth.allows(Kind::Service, &s.service, Need::Read) && node_ok(&s.node));
+    c.servers.retain(|s| node_ok(s));
+    c
+}
+
+/// The authorizer DNS answers with (`None`: ACLs off, everything).
+async fn dns_authorizer(acl: Option<&(Resolver, Option<String>)>) -> Option<Authorizer> {
+    let (resolver, secret) = acl?;
+    match resolver.resolve(secret.as_deref()).await {
+        Ok(a) => Some((*a).clone()),
+        Err(e) => {
+            tracing::warn!(error = %e, "the DNS ACL token does not resolve; DNS answers nothing");
+            Some(Authorizer::from_policies(
+                [],
+                crate::acl::DefaultPolicy::Deny,
+            ))
+        }
+    }
+}
+
+/// Keeps `shared` in step with the server's catalog until `shutdown` is cancelled. With
+/// `acl` (a resolver and the DNS token), answers are filtered by what that token may read,
+/// and re-filtered when its rights change.
 pub async fn publish(
     catalog: ServerHandle,
     shared: std::sync::Arc<SharedCatalog>,
     datacenter: String,
+    acl: Option<(Resolver, Option<String>)>,
     shutdown: CancellationToken,
 ) {
     let mut contact: Option<Instant> = None;
     let mut published: Option<u64> = None;
+    let mut rights: Option<Authorizer> = None;
     let mut last_build = Instant::now() - MIN_REBUILD_GAP;
     loop {
         // Leader contact as this server sees it: now on the leader, the last append from it
@@ -158,8 +193,12 @@ pub async fn publish(
             shared.record_contact(at);
         }
         let index = catalog.indexes().max_of(&Table::ALL);
-        // Contact is tracked by `record_contact` alone; only a catalog change needs a rebuild.
-        if published != Some(index) {
+        let now_rights = dns_authorizer(acl.as_ref()).await;
+        let rights_changed = now_rights != rights;
+        // Contact is tracked by `record_contact` alone; only a catalog change (or a change of
+        // the DNS token's rights) needs a rebuild.
+        if published != Some(index) || rights_changed {
+            rights = now_rights;
             let wait = MIN_REBUILD_GAP.saturating_sub(last_build.elapsed());
             if !wait.is_zero() {
                 tokio::select! {
@@ -175,6 +214,10 @@ pub async fn publish(
             match snapshot {
                 Ok((snapshot, _)) => {
                     published = Some(snapshot.index);
+                    let snapshot = match &rights {
+                        Some(auth) => filter_dns_catalog(snapshot, auth),
+                        None => snapshot,
+                    };
                     shared.publish(snapshot);
                     last_build = Instant::now();
                 }
@@ -397,6 +440,7 @@ mod tests {
             catalog.clone(),
             shared.clone(),
             "dc1".into(),
+            None,
             stop.clone(),
         ));
         let mut reg = Registration {

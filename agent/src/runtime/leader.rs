@@ -103,13 +103,16 @@ pub async fn deregister_self(
     Ok(())
 }
 
-/// The leader loop; returns when `shutdown` is cancelled or the server stops.
+/// The leader loop; returns when `shutdown` is cancelled or the server stops. With ACLs on,
+/// each new leader also makes sure `initial_management` exists.
 pub async fn run(
     catalog: ServerHandle,
     members: Members,
     ctx: ReconcileContext,
+    initial_management: Option<String>,
     shutdown: CancellationToken,
 ) {
+    let mut management_done = false;
     let mut leadership = catalog.leadership();
     let mut member_changes = members.subscribe();
     let mut tick = tokio::time::interval(RECONCILE_INTERVAL);
@@ -128,7 +131,23 @@ pub async fn run(
         }
         if !*leadership.borrow_and_update() {
             retry_at = None;
+            management_done = false;
             continue;
+        }
+        let mut management_failed = false;
+        if let Some(secret) = initial_management.as_deref().filter(|_| !management_done) {
+            match crate::acl::ensure_initial_management(&catalog, secret).await {
+                Ok(created) => {
+                    management_done = true;
+                    if created {
+                        tracing::info!("created the initial management ACL token");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot create the initial management token yet");
+                    management_failed = true;
+                }
+            }
         }
         let current = members.current();
         // Mark the member list as seen: changes that arrive during the round trigger another.
@@ -145,6 +164,9 @@ pub async fn run(
                 tracing::warn!(error = %e, retry_in = ?RETRY_AFTER_FAILURE, "reconcile failed");
                 retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
             }
+        }
+        if management_failed {
+            retry_at = Some(Instant::now() + RETRY_AFTER_FAILURE);
         }
     }
 }
@@ -218,6 +240,7 @@ pub(crate) mod tests {
             catalog.clone(),
             members.clone(),
             ctx.clone(),
+            None,
             stop.clone(),
         ));
 

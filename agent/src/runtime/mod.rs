@@ -294,10 +294,16 @@ impl Agent {
             ));
         }
         if let Some(c) = catalog.as_ref().filter(|c| !c.is_replica()) {
+            let acl = &cfg.acl;
+            let initial_management = acl
+                .enabled
+                .then(|| acl.tokens.initial_management.clone())
+                .flatten();
             front_tasks.spawn(leader::run(
                 c.clone(),
                 members.clone(),
                 reconcile_ctx.clone(),
+                initial_management,
                 partial.front.clone(),
             ));
             // Raft cluster formation (bootstrap_expect) and the leader's server membership.
@@ -339,10 +345,22 @@ impl Agent {
                 Err(e) => return Err(partial.abort(format!("dns_config: {e}")).await),
             };
             if let Some(c) = &catalog {
+                let acl = cfg.acl.enabled.then(|| {
+                    let tokens = &cfg.acl.tokens;
+                    let secret = tokens.dns.clone().or_else(|| tokens.default.clone());
+                    let resolver = crate::acl::Resolver::new(
+                        cfg.acl.clone(),
+                        &cfg.datacenter,
+                        &node.name,
+                        Some(c.clone()),
+                    );
+                    (resolver, secret)
+                });
                 front_tasks.spawn(dns::publish(
                     c.clone(),
                     shared,
                     cfg.datacenter.clone(),
+                    acl,
                     partial.front.clone(),
                 ));
             }

@@ -2,6 +2,7 @@
 //! catalog server bootstrapped alone in a temp dir, a real `LocalState` and the API served on
 //! 127.0.0.1:0, queried with reqwest (see `support`).
 
+mod acl;
 mod agent;
 mod blocking;
 mod catalog;

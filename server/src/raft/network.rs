@@ -44,6 +44,7 @@ pub(crate) const PATH_PEERS: &str = "/rpc/v1/peers";
 pub(crate) const PATH_REMOVE_SERVER: &str = "/rpc/v1/remove-server";
 pub(crate) const PATH_CONFIGURATION: &str = "/rpc/v1/raft-configuration";
 pub(crate) const PATH_ACL_RESOLVE: &str = "/rpc/v1/acl-resolve";
+pub(crate) const PATH_ACL_STATE: &str = "/rpc/v1/acl-state";
 
 /// Request envelope.
 #[derive(Serialize, Deserialize)]

@@ -22,8 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::TypeConfig;
 use super::network::{
-    Envelope, MAX_RPC_BODY, PATH_ACL_RESOLVE, PATH_APPEND, PATH_CONFIGURATION, PATH_PEERS,
-    PATH_READ_INDEX, PATH_REMOVE_SERVER, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE, RPC_VERSION, Reply,
+    Envelope, MAX_RPC_BODY, PATH_ACL_RESOLVE, PATH_ACL_STATE, PATH_APPEND, PATH_CONFIGURATION,
+    PATH_PEERS, PATH_READ_INDEX, PATH_REMOVE_SERVER, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE,
+    RPC_VERSION, Reply,
 };
 use super::server::{Inner, PeerStatus, RaftConfiguration, WriteOutcome, remove_forwarded};
 use crate::catalog::command::{Command, ValidationError};
@@ -104,6 +105,9 @@ pub(crate) struct AclResolve {
 /// Reply to [`AclResolve`]: `None` when no token has that secret.
 pub(crate) type AclResolveReply = Result<Option<crate::catalog::acl::ResolvedToken>, ForwardError>;
 
+/// Reply to an ACL state request (a client agent serving `/v1/acl/*` reads).
+pub(crate) type AclStateReply = Result<crate::catalog::acl::AclState, ForwardError>;
+
 /// Reply to a configuration request (answered by the leader only).
 pub(crate) type ConfigurationReply = Result<RaftConfiguration, ForwardError>;
 
@@ -120,6 +124,7 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(PATH_REMOVE_SERVER, post(remove_server))
         .route(PATH_CONFIGURATION, post(configuration))
         .route(PATH_ACL_RESOLVE, post(acl_resolve))
+        .route(PATH_ACL_STATE, post(acl_state))
         .layer(DefaultBodyLimit::max(MAX_RPC_BODY))
         .with_state(inner)
 }
@@ -252,6 +257,16 @@ async fn acl_resolve(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         Err(resp) => return resp,
     };
     let result: AclResolveReply = inner.acl_resolve(&req.secret).map_err(ForwardError::from);
+    reply(result)
+}
+
+/// The whole ACL state, for a client agent answering `/v1/acl/*` reads (it authorized the
+/// caller's token first).
+async fn acl_state(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
+    if let Err(resp) = parse::<()>(&body) {
+        return resp;
+    }
+    let result: AclStateReply = inner.acl_state().map_err(ForwardError::from);
     reply(result)
 }
 

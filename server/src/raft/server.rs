@@ -383,6 +383,12 @@ impl Inner {
         }
     }
 
+    /// The ACL state of this server.
+    pub(crate) fn acl_state(&self) -> Result<crate::catalog::acl::AclState, ServerError> {
+        self.ensure_open()?;
+        Ok(self.shared.state.read().catalog.acl().clone())
+    }
+
     /// Token resolution from this server's state.
     pub(crate) fn acl_resolve(
         &self,
@@ -850,6 +856,15 @@ impl ServerHandle {
         match &self.role {
             Role::Server(inner) => inner.acl_resolve(secret),
             Role::Replica(replica) => replica.resolve_acl_token(secret).await,
+        }
+    }
+
+    /// The ACL tokens and policies (a server's own; a client agent asks a server). For the
+    /// `/v1/acl/*` reads, after the caller's token was authorized.
+    pub async fn acl_state(&self) -> Result<crate::catalog::acl::AclState, ServerError> {
+        match &self.role {
+            Role::Server(inner) => inner.acl_state(),
+            Role::Replica(replica) => replica.acl_state().await,
         }
     }
 

@@ -28,9 +28,9 @@ use crate::catalog::model::Index;
 use crate::catalog::{Catalog, Table, TableIndexes};
 use crate::error::ServerError;
 use crate::raft::{
-    AclResolve, Consistency, ForwardError, ForwardWrite, PATH_ACL_RESOLVE, PATH_READ_INDEX,
-    PATH_WRITE, PostError, RaftRole, RaftStatus, ReadMeta, Reply, ServerHandle, ServerInfo,
-    WriteOutcome, encode_request,
+    AclResolve, Consistency, ForwardError, ForwardWrite, PATH_ACL_RESOLVE, PATH_ACL_STATE,
+    PATH_READ_INDEX, PATH_WRITE, PostError, RaftRole, RaftStatus, ReadMeta, Reply, ServerHandle,
+    ServerInfo, WriteOutcome, encode_request,
 };
 use crate::watch::TableWatches;
 
@@ -620,6 +620,18 @@ impl ReplicaHandle {
             secret: secret.to_owned(),
         };
         shared.call(PATH_ACL_RESOLVE, &request, deadline).await
+    }
+
+    /// Asks a server for the ACL state.
+    pub(crate) async fn acl_state(&self) -> Result<crate::catalog::acl::AclState, ServerError> {
+        let shared = &self.shared;
+        shared.ensure_open()?;
+        let deadline = Instant::now() + shared.config.rpc_hold_timeout;
+        let mut state: crate::catalog::acl::AclState =
+            shared.call(PATH_ACL_STATE, &(), deadline).await?;
+        // The secret index is not on the wire.
+        state.reindex();
+        Ok(state)
     }
 
     /// Reads the replica at `consistency` (see the module docs).

@@ -160,6 +160,7 @@ pub struct AgentBuilder {
     data_dir_flag: bool,
     ports_flags: bool,
     node: Option<String>,
+    catalog_wait: bool,
 }
 
 impl AgentBuilder {
@@ -196,6 +197,13 @@ impl AgentBuilder {
     /// No `-server -bootstrap-expect 1` (dev mode, or the config files decide).
     pub fn not_server(mut self) -> Self {
         self.server = false;
+        self
+    }
+
+    /// Do not wait for the catalog to reach DNS after start (an agent whose DNS answers are
+    /// filtered by ACLs never shows the `consul` service).
+    pub fn no_catalog_wait(mut self) -> Self {
+        self.catalog_wait = false;
         self
     }
 
@@ -289,6 +297,7 @@ impl AgentBuilder {
         let env = self.full_env(tmp.path());
         let mut agent = Agent {
             node: self.node.clone(),
+            catalog_wait: self.catalog_wait,
             args,
             env,
             process: None,
@@ -349,6 +358,7 @@ pub enum Signal {
 /// A running (or stopped) `muster agent` process and its temp dir.
 pub struct Agent {
     node: Option<String>,
+    catalog_wait: bool,
     args: Vec<String>,
     env: Vec<(String, String)>,
     process: Option<Child>,
@@ -381,6 +391,7 @@ impl Agent {
             loopback_flags: true,
             data_dir_flag: true,
             ports_flags: true,
+            catalog_wait: true,
             node: Some(unique_node("e2e")),
         }
     }
@@ -468,7 +479,7 @@ impl Agent {
         self.dns = field("dns=").expect("dns address in the ready line");
         self.server = field("server=");
         self.serf = field("serf=");
-        if self.server.is_some() {
+        if self.server.is_some() && self.catalog_wait {
             self.wait_catalog().await;
         }
     }
