@@ -332,3 +332,99 @@ async fn each_rule_kind_allows_and_denies() {
     assert_eq!(status, 403);
     agent.stop().await;
 }
+
+#[tokio::test]
+async fn policies_and_tokens_update_in_place() {
+    let agent = TestAgent::start(acl_agent()).await;
+    let root = bootstrap(&agent).await;
+    let t = token_with(&agent, &root, "svc", r#"service "web" { policy = "read" }"#).await;
+    let (status, _) = call(
+        &agent,
+        Method::GET,
+        "/v1/catalog/service/web",
+        Some(&t),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, body) = call(
+        &agent,
+        Method::GET,
+        "/v1/acl/policy/name/svc",
+        Some(&root),
+        None,
+    )
+    .await;
+    let policy: Value = serde_json::from_str(&body).unwrap();
+    let id = policy["ID"].as_str().unwrap().to_owned();
+    // Rules change in place: the same token may now register the service.
+    let (status, body) = call(
+        &agent,
+        Method::PUT,
+        &format!("/v1/acl/policy/{id}"),
+        Some(&root),
+        Some(json!({"Name": "svc", "Rules": "service \"web\" {\n policy = \"write\"\n}"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let updated: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(updated["CreateIndex"], policy["CreateIndex"]);
+    assert!(updated["ModifyIndex"].as_u64() > policy["ModifyIndex"].as_u64());
+    let (status, body) = call(
+        &agent,
+        Method::PUT,
+        "/v1/agent/service/register",
+        Some(&t),
+        Some(json!({"Name": "web"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    // The token loses its policy: denied again, its secret unchanged.
+    let (_, body) = call(&agent, Method::GET, "/v1/acl/token/self", Some(&t), None).await;
+    let me: Value = serde_json::from_str(&body).unwrap();
+    let accessor = me["AccessorID"].as_str().unwrap();
+    let (status, body) = call(
+        &agent,
+        Method::PUT,
+        &format!("/v1/acl/token/{accessor}"),
+        Some(&root),
+        Some(json!({"Description": "no rights", "Policies": []})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = call(
+        &agent,
+        Method::GET,
+        &format!("/v1/acl/token/{accessor}"),
+        Some(&root),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let read: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(read["SecretID"], me["SecretID"]);
+    assert_eq!(read["Description"], "no rights");
+    let (status, _) = call(
+        &agent,
+        Method::PUT,
+        "/v1/agent/service/register",
+        Some(&t),
+        Some(json!({"Name": "web"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // A policy name that does not exist is a 400, and nothing changes.
+    let (status, body) = call(
+        &agent,
+        Method::PUT,
+        &format!("/v1/acl/token/{accessor}"),
+        Some(&root),
+        Some(json!({"Policies": [{"Name": "nope"}]})),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (400, "cannot find policy \"nope\"")
+    );
+    agent.stop().await;
+}
