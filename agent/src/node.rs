@@ -98,6 +98,14 @@ pub enum MemberRequest {
         /// The outcome.
         reply: oneshot::Sender<Result<usize, String>>,
     },
+    /// A keyring operation on every alive member (this agent included); the reply has one
+    /// answer per member.
+    Keyring {
+        /// The operation.
+        op: crate::gossip::keyring::KeyringOp,
+        /// Each member's name and its keyring after the operation, or why it refused.
+        reply: oneshot::Sender<crate::gossip::keyring::KeyringAnswers>,
+    },
     /// Move a failed member to `left` (`prune`: forget it).
     ForceLeave {
         /// The member's name.
@@ -158,6 +166,16 @@ impl Members {
         self.request(MemberRequest::ForceLeave { node, prune, reply })
             .await?;
         rx.await.map_err(|_| NO_GOSSIP.to_owned())?
+    }
+
+    /// Runs a keyring operation on every alive member; one answer per member.
+    pub async fn keyring(
+        &self,
+        op: crate::gossip::keyring::KeyringOp,
+    ) -> Result<crate::gossip::keyring::KeyringAnswers, String> {
+        let (reply, rx) = oneshot::channel();
+        self.request(MemberRequest::Keyring { op, reply }).await?;
+        rx.await.map_err(|_| NO_GOSSIP.to_owned())
     }
 
     async fn request(&self, req: MemberRequest) -> Result<(), String> {

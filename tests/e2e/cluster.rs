@@ -119,7 +119,12 @@ pub(crate) fn server_config(
 
 /// Copies `config-examples/client` for client `i` of `net` (node `monitor<i>`), optionally with
 /// another gossip key.
-fn client_config(tmp: &Path, net: Net, i: usize, key: Option<&str>) -> std::path::PathBuf {
+pub(crate) fn client_config(
+    tmp: &Path,
+    net: Net,
+    i: usize,
+    key: Option<&str>,
+) -> std::path::PathBuf {
     let into = tmp.join(format!("client{i}"));
     copy_example("client", &into, |name, v| {
         if name == "agent.json" {
@@ -136,7 +141,7 @@ fn client_config(tmp: &Path, net: Net, i: usize, key: Option<&str>) -> std::path
 
 /// Starts an agent from an example config dir, with the example's node name, addresses and
 /// ports; only the data dir is the test's.
-async fn start_from(dir: &Path) -> Agent {
+pub(crate) async fn start_from(dir: &Path) -> Agent {
     Agent::builder()
         .not_server()
         .node_from_config()
@@ -244,7 +249,7 @@ async fn read_nodes(agent: &Agent, path: &str) -> BTreeSet<String> {
 }
 
 /// The gossip status of `node` in `agent`'s member list (None when not listed).
-async fn member_status(agent: &Agent, node: &str) -> Option<u64> {
+pub(crate) async fn member_status(agent: &Agent, node: &str) -> Option<u64> {
     let r = agent.get("/v1/agent/members").await;
     if r.status != 200 {
         return None;

@@ -15,6 +15,7 @@ mod dns_zone;
 mod faults;
 mod forwarding;
 mod http_api;
+mod keyring;
 mod logging;
 mod maintenance;
 mod restart;

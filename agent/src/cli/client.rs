@@ -156,6 +156,7 @@ impl ApiClient {
         let mut req = match method {
             "GET" => self.http.get(&url),
             "DELETE" => self.http.delete(&url),
+            "POST" => self.http.post(&url),
             _ => self.http.put(&url),
         };
         if let Some(token) = &self.token {
@@ -208,6 +209,16 @@ impl ApiClient {
     /// `DELETE path`; the answer is ignored.
     pub async fn delete(&self, path: &str) -> Result<(), ApiError> {
         self.send("DELETE", path, None).await.map(drop)
+    }
+
+    /// Any write method with a JSON body (`/v1/operator/keyring` uses POST, PUT and DELETE).
+    pub async fn write(
+        &self,
+        method: &'static str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(), ApiError> {
+        self.send(method, path, Some(body)).await.map(drop)
     }
 }
 

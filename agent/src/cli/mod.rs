@@ -54,6 +54,8 @@ pub enum Command {
     Services(ServicesCommand),
     /// Prints a new gossip encryption key.
     Keygen,
+    /// Lists, installs, uses or removes gossip encryption keys on every member.
+    Keyring(KeyringArgs),
     /// Prints the version.
     Version,
     /// Makes the local agent leave the cluster gracefully and shut down.
@@ -112,6 +114,29 @@ pub struct MembersArgs {
     /// Only members whose status matches this regular expression.
     #[arg(long, value_name = "REGEX", default_value = ".*")]
     pub status: String,
+    /// How to reach the agent.
+    #[command(flatten)]
+    pub http: HttpFlags,
+}
+
+/// `muster keyring`: exactly one of the actions.
+#[derive(Debug, Args)]
+pub struct KeyringArgs {
+    /// Install this key on every member (it then opens packets).
+    #[arg(long, value_name = "KEY")]
+    pub install: Option<String>,
+    /// Make this installed key the primary on every member (it then seals packets).
+    #[arg(long = "use", value_name = "KEY")]
+    pub use_key: Option<String>,
+    /// Remove this key (not the primary) from every member.
+    #[arg(long, value_name = "KEY")]
+    pub remove: Option<String>,
+    /// List the keys and how many members have each.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub list: bool,
+    /// List the primary keys only.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
+    pub list_primary: bool,
     /// How to reach the agent.
     #[command(flatten)]
     pub http: HttpFlags,
@@ -323,6 +348,7 @@ async fn run(command: Command, io: &mut Io<'_>) -> i32 {
             )
             .await
         }
+        Command::Keyring(a) => keyring(&a, io).await,
         Command::Join(a) => join(&a, io).await,
         Command::ForceLeave(a) => force_leave(&a, io).await,
         Command::Reload(http) => {
@@ -395,6 +421,72 @@ async fn simple_put(
         }
         Err(e) => {
             io.err(&format!("{error}: {e}"));
+            1
+        }
+    }
+}
+
+/// `muster keyring`: Consul's messages and list format.
+async fn keyring(a: &KeyringArgs, io: &mut Io<'_>) -> i32 {
+    let actions = [
+        a.install.is_some(),
+        a.use_key.is_some(),
+        a.remove.is_some(),
+        a.list,
+        a.list_primary,
+    ];
+    if actions.iter().filter(|x| **x).count() != 1 {
+        io.err("Exactly one of -list, -list-primary, -install, -use or -remove is required");
+        return 1;
+    }
+    let Some(client) = client_or_report(&a.http, io) else {
+        return 1;
+    };
+    let path = "/v1/operator/keyring";
+    if a.list || a.list_primary {
+        io.out("==> Gathering installed encryption keys...");
+        let pools = match client.get_json(path).await {
+            Ok(v) => v,
+            Err(e) => {
+                io.err(&format!("Error: {e}"));
+                return 1;
+            }
+        };
+        let field = if a.list_primary {
+            "PrimaryKeys"
+        } else {
+            "Keys"
+        };
+        for pool in pools.as_array().into_iter().flatten() {
+            let total = pool["NumNodes"].as_u64().unwrap_or(0);
+            io.out("");
+            io.out("LAN:");
+            for (key, n) in pool[field].as_object().into_iter().flatten() {
+                io.out(&format!("  {key} [{}/{total}]", n.as_u64().unwrap_or(0)));
+            }
+            for (node, why) in pool["Messages"].as_object().into_iter().flatten() {
+                io.err(&format!("  {node}: {}", why.as_str().unwrap_or_default()));
+            }
+        }
+        return 0;
+    }
+    let (method, key, banner) = if let Some(k) = &a.install {
+        ("POST", k, "==> Installing new gossip encryption key...")
+    } else if let Some(k) = &a.use_key {
+        ("PUT", k, "==> Changing primary gossip encryption key...")
+    } else if let Some(k) = &a.remove {
+        ("DELETE", k, "==> Removing gossip encryption key...")
+    } else {
+        unreachable!("one action is set, checked above")
+    };
+    io.out(banner);
+    match client
+        .write(method, path, &serde_json::json!({ "Key": key }))
+        .await
+    {
+        Ok(()) => 0,
+        Err(e) => {
+            io.err(&format!("Error: {e}"));
             1
         }
     }

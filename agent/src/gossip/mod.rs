@@ -24,6 +24,7 @@
 //! are counted in [`crate::node::GossipStats`].
 
 pub mod identity;
+pub mod keyring;
 pub mod net;
 pub mod seal;
 pub mod view;
@@ -48,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 pub use identity::{GossipId, initial_bump};
 
 use crate::node::{MemberRequest, MemberStatus, Members};
+use keyring::KeyringOp;
 use seal::{Channel, Sealer};
 use view::MemberView;
 use wire::{Intent, IntentHandler, IntentKind, IntentQueue, State};
@@ -132,8 +134,12 @@ impl Timing {
 pub struct GossipConfig {
     /// This agent's identity (see [`GossipId::from_node`]).
     pub identity: GossipId,
-    /// The raw `encrypt` key.
+    /// The primary gossip key (the keyring file's first key, else `encrypt`).
     pub key: Option<Vec<u8>>,
+    /// The keyring's other keys (a rotation in progress).
+    pub secondary_keys: Vec<Vec<u8>>,
+    /// Where keyring changes are saved (`data_dir/serf/local.keyring`).
+    pub keyring_file: Option<PathBuf>,
     /// `encrypt_verify_incoming`.
     pub verify_incoming: bool,
     /// `encrypt_verify_outgoing`.
@@ -340,6 +346,7 @@ struct GossipTask {
     drop_incoming: bool,
     last_key_warning: Arc<Mutex<Option<Instant>>>,
     snapshot_peers: Vec<SocketAddr>,
+    keyring_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 fn foca_config(timing: &Timing, n: u32, overhead: usize) -> foca::Config {
@@ -364,8 +371,9 @@ impl GossipTask {
         tx: mpsc::Sender<Input>,
         stop: CancellationToken,
     ) -> GossipTask {
-        let sealer = Arc::new(Sealer::new(
-            cfg.key.as_deref(),
+        let keys: Vec<Vec<u8>> = cfg.key.iter().chain(&cfg.secondary_keys).cloned().collect();
+        let sealer = Arc::new(Sealer::with_keyring(
+            &keys,
             cfg.verify_incoming,
             cfg.verify_outgoing,
         ));
@@ -400,6 +408,7 @@ impl GossipTask {
             drop_incoming: false,
             last_key_warning: Arc::new(Mutex::new(None)),
             snapshot_peers: Vec::new(),
+            keyring_lock: Arc::new(tokio::sync::Mutex::new(())),
             cfg,
         }
     }
@@ -420,6 +429,7 @@ impl GossipTask {
         ));
         tokio::spawn(push_pull_server(
             tcp,
+            self.keyring_changer(),
             self.sealer.clone(),
             self.tx.clone(),
             self.members.clone(),
@@ -507,6 +517,14 @@ impl GossipTask {
         }
     }
 
+    fn keyring_changer(&self) -> KeyringChanger {
+        KeyringChanger {
+            sealer: self.sealer.clone(),
+            file: self.cfg.keyring_file.clone(),
+            lock: self.keyring_lock.clone(),
+        }
+    }
+
     fn handle_request(&mut self, req: MemberRequest) {
         match req {
             MemberRequest::Join { addrs, reply } => {
@@ -518,6 +536,21 @@ impl GossipTask {
                         Err(_) => Err(JoinError::Stopped.to_string()),
                     };
                     let _ = reply.send(out);
+                });
+            }
+            MemberRequest::Keyring { op, reply } => {
+                // Every alive member but us, by its gossip address; we apply it locally.
+                let me = self.cfg.identity.name.clone();
+                let peers: Vec<(String, SocketAddr)> = self
+                    .view
+                    .members()
+                    .into_iter()
+                    .filter(|m| m.name != me && m.status == MemberStatus::Alive)
+                    .map(|m| (m.name, SocketAddr::new(m.addr, m.port)))
+                    .collect();
+                let (changer, sealer) = (self.keyring_changer(), self.sealer.clone());
+                tokio::spawn(async move {
+                    let _ = reply.send(keyring_everywhere(op, me, peers, changer, sealer).await);
                 });
             }
             MemberRequest::ForceLeave { node, prune, reply } => {
@@ -971,8 +1004,61 @@ async fn udp_reader(
     }
 }
 
+/// Applies keyring operations to this agent: one at a time, saved before they take effect.
+#[derive(Clone)]
+struct KeyringChanger {
+    sealer: Arc<Sealer>,
+    file: Option<PathBuf>,
+    lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl KeyringChanger {
+    async fn apply(&self, op: &KeyringOp) -> Result<Vec<Vec<u8>>, String> {
+        let _one_at_a_time = self.lock.lock().await;
+        let next = keyring::apply(&self.sealer.keyring(), op)?;
+        if *op != KeyringOp::List {
+            if let Some(file) = self.file.clone() {
+                let keys = next.clone();
+                // A blocking fsync, off the gossip thread's runtime.
+                tokio::task::spawn_blocking(move || keyring::save(&file, &keys))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| format!("cannot save the keyring: {e}"))?;
+            }
+            self.sealer.set_keyring(&next);
+            tracing::info!(keys = next.len(), "gossip keyring changed");
+        }
+        Ok(next)
+    }
+}
+
+/// Runs `op` here and on every peer at once; one answer per member, this agent first.
+async fn keyring_everywhere(
+    op: KeyringOp,
+    me: String,
+    peers: Vec<(String, SocketAddr)>,
+    changer: KeyringChanger,
+    sealer: Arc<Sealer>,
+) -> keyring::KeyringAnswers {
+    let mut out = vec![(me, changer.apply(&op).await)];
+    let request = keyring::encode_request(&op);
+    let asks = peers.into_iter().map(|(name, addr)| {
+        let (sealer, request) = (sealer.clone(), request.clone());
+        async move {
+            let answer = match net::exchange(addr, &sealer, &request).await {
+                Ok(reply) => keyring::decode_reply(&reply),
+                Err(e) => Err(e.to_string()),
+            };
+            (name, answer)
+        }
+    });
+    out.extend(futures::future::join_all(asks).await);
+    out
+}
+
 async fn push_pull_server(
     listener: TcpListener,
+    changer: KeyringChanger,
     sealer: Arc<Sealer>,
     tx: mpsc::Sender<Input>,
     members: Members,
@@ -995,11 +1081,12 @@ async fn push_pull_server(
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             continue;
         };
-        let (sealer, tx, members, last_warn) = (
+        let (sealer, tx, members, last_warn, changer) = (
             sealer.clone(),
             tx.clone(),
             members.clone(),
             last_warn.clone(),
+            changer.clone(),
         );
         tokio::spawn(async move {
             let _permit = permit;
@@ -1015,6 +1102,19 @@ async fn push_pull_server(
                     }
                     Err(e) => return tracing::debug!(%from, error = %e, "push/pull"),
                 };
+                // A keyring operation from a member (it holds one of our keys: the frame
+                // opened), answered with our keyring after it.
+                if payload.first() == Some(&keyring::REQUEST_TAG) {
+                    let result = match keyring::decode_request(&payload) {
+                        Ok(op) => changer.apply(&op).await,
+                        Err(e) => Err(e),
+                    };
+                    let reply = keyring::encode_reply(&result);
+                    if let Err(e) = net::write_frame(&mut stream, &sealer, &reply).await {
+                        tracing::debug!(%from, error = %e, "keyring reply");
+                    }
+                    return;
+                }
                 let remote = match State::decode(&payload) {
                     Ok(s) => s,
                     Err(e) => return tracing::debug!(%from, error = %e, "push/pull"),

@@ -65,9 +65,10 @@ impl OpenError {
     }
 }
 
-/// Seals outgoing and opens incoming envelopes with this agent's key and rules.
+/// Seals outgoing and opens incoming envelopes with this agent's keyring and rules: the
+/// primary (first) key seals, every key opens (see `keyring` for rotation).
 pub struct Sealer {
-    key: Option<LessSafeKey>,
+    keys: parking_lot::RwLock<Vec<(Vec<u8>, LessSafeKey)>>,
     verify_incoming: bool,
     verify_outgoing: bool,
     rng: SystemRandom,
@@ -76,7 +77,7 @@ pub struct Sealer {
 impl std::fmt::Debug for Sealer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sealer")
-            .field("key", &self.key.is_some())
+            .field("keys", &self.keys.read().len())
             .field("verify_incoming", &self.verify_incoming)
             .field("verify_outgoing", &self.verify_outgoing)
             .finish()
@@ -88,24 +89,42 @@ impl Sealer {
     /// plain and only plain packets are accepted. With one, `verify_outgoing` seals what we
     /// send and `verify_incoming` refuses plain packets (Consul's meaning of both).
     pub fn new(key: Option<&[u8]>, verify_incoming: bool, verify_outgoing: bool) -> Sealer {
-        let key = key.map(|k| {
-            let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, KDF_SALT).extract(k);
-            let okm = prk
-                .expand(&[b"aes-256-gcm"], &aead::AES_256_GCM)
-                .expect("32 bytes is a valid HKDF-SHA256 output length");
-            LessSafeKey::new(UnboundKey::from(okm))
-        });
+        let keys: Vec<Vec<u8>> = key.map(<[u8]>::to_vec).into_iter().collect();
+        Sealer::with_keyring(&keys, verify_incoming, verify_outgoing)
+    }
+
+    /// A sealer for a keyring (primary first).
+    pub fn with_keyring(keys: &[Vec<u8>], verify_incoming: bool, verify_outgoing: bool) -> Sealer {
         Sealer {
-            key,
+            keys: parking_lot::RwLock::new(keys.iter().map(|k| (k.clone(), derive(k))).collect()),
             verify_incoming,
             verify_outgoing,
             rng: SystemRandom::new(),
         }
     }
 
+    /// The keyring, primary first.
+    pub fn keyring(&self) -> Vec<Vec<u8>> {
+        self.keys
+            .read()
+            .iter()
+            .map(|(raw, _)| raw.clone())
+            .collect()
+    }
+
+    /// Replaces the keyring. Encryption cannot be switched on or off this way (foca's
+    /// packet size depends on it): an empty keyring stays empty, a non-empty one non-empty.
+    pub fn set_keyring(&self, keys: &[Vec<u8>]) {
+        let mut current = self.keys.write();
+        if current.is_empty() != keys.is_empty() {
+            return;
+        }
+        *current = keys.iter().map(|k| (k.clone(), derive(k))).collect();
+    }
+
     /// Whether outgoing packets are sealed.
     pub fn seals(&self) -> bool {
-        self.key.is_some() && self.verify_outgoing
+        !self.keys.read().is_empty() && self.verify_outgoing
     }
 
     /// The envelope overhead of what we send.
@@ -115,7 +134,8 @@ impl Sealer {
 
     /// Wraps `payload` for `channel`.
     pub fn seal(&self, channel: Channel, payload: &[u8]) -> Vec<u8> {
-        let Some(key) = self.key.as_ref().filter(|_| self.verify_outgoing) else {
+        let keys = self.keys.read();
+        let Some((_, key)) = keys.first().filter(|_| self.verify_outgoing) else {
             let mut out = Vec::with_capacity(payload.len() + 1);
             out.push(PLAIN);
             out.extend_from_slice(payload);
@@ -142,25 +162,49 @@ impl Sealer {
     /// Unwraps an envelope received on `channel`; the returned slice is the payload.
     pub fn open<'a>(&self, channel: Channel, packet: &'a mut [u8]) -> Result<&'a [u8], OpenError> {
         let (&mut kind, rest) = packet.split_first_mut().ok_or(OpenError::Malformed)?;
+        let keys = self.keys.read();
         match kind {
-            PLAIN if self.key.is_some() && self.verify_incoming => Err(OpenError::Unencrypted),
+            PLAIN if !keys.is_empty() && self.verify_incoming => Err(OpenError::Unencrypted),
             PLAIN => Ok(rest),
             SEALED_V1 => {
-                let key = self.key.as_ref().ok_or(OpenError::WrongKey)?;
+                if keys.is_empty() {
+                    return Err(OpenError::WrongKey);
+                }
                 if rest.len() < NONCE_LEN + 16 {
                     return Err(OpenError::Malformed);
                 }
                 let (nonce, body) = rest.split_at_mut(NONCE_LEN);
-                let nonce =
-                    Nonce::try_assume_unique_for_key(nonce).map_err(|_| OpenError::Malformed)?;
-                let plain = key
-                    .open_in_place(nonce, Aad::from(channel.aad()), body)
-                    .map_err(|_| OpenError::WrongKey)?;
-                Ok(plain)
+                let nonce: [u8; NONCE_LEN] =
+                    (&*nonce).try_into().map_err(|_| OpenError::Malformed)?;
+                // AES-GCM decrypts in place, so each try needs the ciphertext as received;
+                // the primary is tried first, the others only during a rotation.
+                let original = (keys.len() > 1).then(|| body.to_vec());
+                for (i, (_, key)) in keys.iter().enumerate() {
+                    if i > 0
+                        && let Some(o) = &original
+                    {
+                        body.copy_from_slice(o);
+                    }
+                    let n = Nonce::assume_unique_for_key(nonce);
+                    if key.open_in_place(n, Aad::from(channel.aad()), body).is_ok() {
+                        let len = body.len() - aead::AES_256_GCM.tag_len();
+                        return Ok(&body[..len]);
+                    }
+                }
+                Err(OpenError::WrongKey)
             }
             _ => Err(OpenError::Malformed),
         }
     }
+}
+
+/// The AES-256 key of a gossip key (HKDF-SHA256, see the module docs).
+fn derive(k: &[u8]) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, KDF_SALT).extract(k);
+    let okm = prk
+        .expand(&[b"aes-256-gcm"], &aead::AES_256_GCM)
+        .expect("32 bytes is a valid HKDF-SHA256 output length");
+    LessSafeKey::new(UnboundKey::from(okm))
 }
 
 #[cfg(test)]
@@ -171,6 +215,43 @@ mod tests {
 
     fn open_owned(s: &Sealer, ch: Channel, mut p: Vec<u8>) -> Result<Vec<u8>, OpenError> {
         s.open(ch, &mut p).map(<[u8]>::to_vec)
+    }
+
+    #[test]
+    fn a_keyring_seals_with_the_primary_and_opens_with_any_key() {
+        let old = KEY.to_vec();
+        let new = b"fedcba9876543210fedcba9876543210".to_vec();
+        let old_only = Sealer::new(Some(&old), true, true);
+        let rotating = Sealer::with_keyring(&[old.clone(), new.clone()], true, true);
+        // During a rotation both keys open; the primary seals.
+        let from_old = old_only.seal(Channel::Udp, b"a");
+        assert_eq!(open_owned(&rotating, Channel::Udp, from_old).unwrap(), b"a");
+        let from_rotating = rotating.seal(Channel::Udp, b"b");
+        assert_eq!(
+            open_owned(&old_only, Channel::Udp, from_rotating).unwrap(),
+            b"b"
+        );
+        rotating.set_keyring(&[new.clone(), old.clone()]);
+        assert_eq!(rotating.keyring(), [new.clone(), old.clone()]);
+        let sealed_new = rotating.seal(Channel::Tcp, b"c");
+        assert_eq!(
+            open_owned(&old_only, Channel::Tcp, sealed_new.clone()),
+            Err(OpenError::WrongKey)
+        );
+        let new_only = Sealer::with_keyring(std::slice::from_ref(&new), true, true);
+        assert_eq!(
+            open_owned(&new_only, Channel::Tcp, sealed_new).unwrap(),
+            b"c"
+        );
+        // The second key still opens, from a clean copy of the ciphertext.
+        let from_old = old_only.seal(Channel::Udp, b"d");
+        assert_eq!(open_owned(&rotating, Channel::Udp, from_old).unwrap(), b"d");
+        // Encryption is never switched off (or on) by a keyring change.
+        rotating.set_keyring(&[]);
+        assert!(rotating.seals());
+        let plain = Sealer::new(None, false, false);
+        plain.set_keyring(&[new]);
+        assert!(!plain.seals());
     }
 
     #[test]

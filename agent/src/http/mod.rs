@@ -22,6 +22,7 @@ mod catalog;
 mod error;
 mod filter;
 mod health;
+mod keyring;
 mod listener;
 mod operator;
 mod query;
@@ -216,6 +217,7 @@ fn router(api: Arc<Api>) -> Router {
     let router = health::routes(router);
     let router = operator::routes(router);
     let router = acl::routes(router);
+    let router = keyring::routes(router);
     router.fallback(unknown_path).with_state(api)
 }
 

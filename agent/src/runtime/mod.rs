@@ -264,7 +264,10 @@ impl Agent {
         // Gossip runs on its own thread; it stops with the server stage (after a leave).
         let gossip = match listeners.serf {
             Some((udp, tcp)) => {
-                let gcfg = gossip_config(&cfg, &node, bootstrap);
+                let gcfg = match gossip_config(&cfg, &node, bootstrap) {
+                    Ok(g) => g,
+                    Err(e) => return Err(partial.abort(e).await),
+                };
                 match crate::gossip::start(
                     gcfg,
                     udp,
@@ -708,20 +711,55 @@ impl Agent {
 pub const TOMBSTONE_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// The gossip settings from the configuration (snapshot in `<data_dir>/serf/local.snapshot`).
+/// The keyring comes from `<data_dir>/serf/local.keyring` when it exists (it holds the
+/// rotations made since `encrypt` was written, so it wins, as in Consul); otherwise it is
+/// created from `encrypt`. A keyring file that cannot be read stops the agent.
 fn gossip_config(
     cfg: &RuntimeConfig,
     node: &NodeIdentity,
     bootstrap: bool,
-) -> crate::gossip::GossipConfig {
+) -> Result<crate::gossip::GossipConfig, String> {
+    use crate::gossip::keyring;
     let g = &cfg.gossip;
-    crate::gossip::GossipConfig {
+    let encrypt = g.encrypt_key.as_ref().map(|k| k.as_bytes().to_vec());
+    let keyring_file = cfg.data_dir.join("serf").join("local.keyring");
+    let keys = match keyring::load(&keyring_file)? {
+        Some(keys) => {
+            if let Some(e) = &encrypt
+                && !keys.contains(e)
+            {
+                tracing::warn!(
+                    file = %keyring_file.display(),
+                    "the encrypt key is not in the keyring file, which wins (as in Consul); \
+                     remove the file to start over from encrypt"
+                );
+            }
+            keys
+        }
+        None => {
+            let keys: Vec<Vec<u8>> = encrypt.into_iter().collect();
+            if !keys.is_empty() {
+                keyring::save(&keyring_file, &keys).map_err(|e| {
+                    format!("cannot write the keyring {}: {e}", keyring_file.display())
+                })?;
+            }
+            keys
+        }
+    };
+    let (key, secondary_keys) = match keys.split_first() {
+        Some((first, rest)) => (Some(first.clone()), rest.to_vec()),
+        None => (None, Vec::new()),
+    };
+    Ok(crate::gossip::GossipConfig {
         identity: crate::gossip::GossipId::from_node(
             node,
             bootstrap,
             build_tag(),
             crate::gossip::initial_bump(),
         ),
-        key: g.encrypt_key.as_ref().map(|k| k.as_bytes().to_vec()),
+        key,
+        secondary_keys,
+        keyring_file: Some(keyring_file),
         verify_incoming: g.encrypt_verify_incoming,
         verify_outgoing: g.encrypt_verify_outgoing,
         retry_join: g.retry_join.clone(),
@@ -732,7 +770,7 @@ fn gossip_config(
         tombstone_timeout: TOMBSTONE_TIMEOUT,
         snapshot: Some(cfg.data_dir.join("serf").join("local.snapshot")),
         timing: crate::gossip::Timing::lan(),
-    }
+    })
 }
 
 /// Starts the catalog server on `<data_dir>/raft`, serves its RPC router and bootstraps it

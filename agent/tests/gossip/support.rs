@@ -82,6 +82,8 @@ impl Node {
                 gossip::initial_bump(),
             ),
             key: opts.key.clone(),
+            secondary_keys: Vec::new(),
+            keyring_file: None,
             verify_incoming: true,
             verify_outgoing: true,
             retry_join: opts.retry_join.clone(),
