@@ -18,6 +18,7 @@ mod http_api;
 mod keyring;
 mod logging;
 mod maintenance;
+mod partition;
 mod restart;
 mod script_checks;
 mod seed;

@@ -54,6 +54,8 @@ pub use membership::{PeerStatus, RaftConfiguration, RaftServerState};
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Pause between attempts while no leader is reachable.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Longest single call to the leader inside a write's or read's hold time.
+const FORWARD_ATTEMPT: Duration = Duration::from_secs(2);
 
 /// Entry point of the catalog server.
 pub struct CatalogServer;
@@ -479,7 +481,11 @@ impl Inner {
                     done => return done,
                 },
                 Leader::Other(addr) => {
-                    let budget = deadline.saturating_duration_since(Instant::now());
+                    // One attempt never takes the whole hold time: a leader that went away
+                    // (a partition) must leave time to notice it and report no leader.
+                    let budget = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(FORWARD_ATTEMPT);
                     let reply: Result<Result<T, ForwardError>, PostError> =
                         match encode_request(&addr, request) {
                             Ok(body) => post(&self.client, &addr, path, body, budget).await,
@@ -499,8 +505,10 @@ impl Inner {
             }
             if !self.pause(deadline).await {
                 self.ensure_open()?;
-                return Err(match last_error {
-                    e @ ServerError::Rpc(_) => e,
+                // Consul's answer when this server has lost its leader by now (cut off from
+                // the majority); the RPC failure only when a leader is known but failed us.
+                return Err(match (last_error, self.leader()) {
+                    (e @ ServerError::Rpc(_), Leader::Other(_)) => e,
                     _ => ServerError::NoLeader,
                 });
             }
@@ -545,7 +553,11 @@ impl Inner {
                     }
                 }
                 Leader::Other(addr) => {
-                    let budget = deadline.saturating_duration_since(Instant::now());
+                    // One attempt never takes the whole hold time: a leader that went away
+                    // (a partition) must leave time to notice it and report no leader.
+                    let budget = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(FORWARD_ATTEMPT);
                     let reply: Result<ReadIndexReply, PostError> = match encode_request(&addr, &())
                     {
                         Ok(body) => post(&self.client, &addr, PATH_READ_INDEX, body, budget).await,

@@ -218,7 +218,13 @@ fn rand_id() -> u16 {
 }
 
 async fn udp(server: SocketAddr, bytes: &[u8], id: u16) -> io::Result<Message> {
-    let socket = UdpSocket::bind("127.0.0.1:0").await?;
+    // Loopback servers from loopback; agents in test namespaces over their management veth.
+    let local = if server.ip().is_loopback() {
+        "127.0.0.1:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = UdpSocket::bind(local).await?;
     socket.connect(server).await?;
     socket.send(bytes).await?;
     let mut buf = vec![0u8; 65_535];

@@ -13,6 +13,7 @@
 //! test) or a directory (one `TempDir` per agent); no process outlives its test.
 
 pub mod dns;
+pub mod netns;
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -161,6 +162,7 @@ pub struct AgentBuilder {
     ports_flags: bool,
     node: Option<String>,
     catalog_wait: bool,
+    netns: Option<String>,
 }
 
 impl AgentBuilder {
@@ -197,6 +199,12 @@ impl AgentBuilder {
     /// No `-server -bootstrap-expect 1` (dev mode, or the config files decide).
     pub fn not_server(mut self) -> Self {
         self.server = false;
+        self
+    }
+
+    /// Runs the agent inside this network namespace (`ip netns exec`); see [`netns`].
+    pub fn in_netns(mut self, ns: &str) -> Self {
+        self.netns = Some(ns.to_owned());
         self
     }
 
@@ -298,6 +306,7 @@ impl AgentBuilder {
         let mut agent = Agent {
             node: self.node.clone(),
             catalog_wait: self.catalog_wait,
+            netns: self.netns.clone(),
             args,
             env,
             process: None,
@@ -359,6 +368,7 @@ pub enum Signal {
 pub struct Agent {
     node: Option<String>,
     catalog_wait: bool,
+    netns: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     process: Option<Child>,
@@ -392,6 +402,7 @@ impl Agent {
             data_dir_flag: true,
             ports_flags: true,
             catalog_wait: true,
+            netns: None,
             node: Some(unique_node("e2e")),
         }
     }
@@ -428,7 +439,16 @@ impl Agent {
     }
 
     async fn spawn(&mut self) {
-        let mut child = Command::new(BIN)
+        // `ip netns exec` enters the namespace and execs the agent: same PID.
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns.as_str(), BIN]);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
