@@ -20,3 +20,23 @@ pub mod http;
 pub mod local;
 pub mod node;
 pub mod runtime;
+
+/// Every file of `fuzz/corpus/<target>` and `fuzz/regressions/<target>` (the seeds and the
+/// crashes fuzzing found), for the unit tests that replay them without libFuzzer.
+#[cfg(test)]
+pub(crate) fn fuzz_inputs(target: &str) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut out = Vec::new();
+    for dir in ["corpus", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            out.push((
+                e.path(),
+                std::fs::read(e.path()).expect("readable fuzz input"),
+            ));
+        }
+    }
+    out
+}

@@ -396,3 +396,20 @@ async fn tcp_connection(mut stream: TcpStream, rules: &Mutex<Rules>) -> io::Resu
         stream.write_all(&frame).await?;
     }
 }
+
+/// The Consul query-name parser on a wire-format name (for fuzzing): the name is read as a
+/// question name, then parsed against the zones `consul.` and `alt.test.` with the local
+/// datacenter `dc1`. Returns whether it is a zone name. Never panics, whatever the bytes.
+pub fn parse_query_name(wire: &[u8], qtype: u16) -> bool {
+    let Ok((name, _)) = crate::name::QName::read(wire, 0) else {
+        return false;
+    };
+    let labels = crate::name::ZoneLabels {
+        domains: vec![
+            vec![b"consul".to_vec()],
+            vec![b"alt".to_vec(), b"test".to_vec()],
+        ],
+        datacenter: b"dc1".to_vec(),
+    };
+    labels.parse(&name, qtype).is_some()
+}

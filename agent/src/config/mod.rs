@@ -170,6 +170,37 @@ pub fn load_with_hostname(args: &AgentArgs, hostname: &str) -> Result<LoadedConf
     })
 }
 
+/// One config file's text through the whole loading path (parse, normalize, merge over
+/// the defaults, build the runtime configuration), without the file system: the fuzzing
+/// entry point (`fuzz/`). `hcl` picks the format as the file extension would.
+#[doc(hidden)]
+pub fn load_text(text: &str, hcl: bool) -> Result<LoadedConfig, ConfigError> {
+    let name: Arc<str> = Arc::from(if hcl { "fuzz.hcl" } else { "fuzz.json" });
+    let file = source::RawFile {
+        name: name.clone(),
+        text: text.to_owned(),
+        format: if hcl {
+            ConfigFormat::Hcl
+        } else {
+            ConfigFormat::Json
+        },
+    };
+    let mut warnings = Vec::new();
+    let mut tree = Map::new();
+    let mut origins = Origins::default();
+    if let Some(value) = source::parse(&file)? {
+        let normalized = normalize_source(&name, value, &mut warnings)?;
+        merge_object(&mut tree, normalized, &CONFIG, "", &name, &mut origins);
+    }
+    let runtime = runtime::build(&tree, &origins, false, "fuzz-host", &mut warnings)?;
+    Ok(LoadedConfig {
+        runtime,
+        warnings,
+        files: Vec::new(),
+        effective: Value::Object(tree),
+    })
+}
+
 fn normalize_source(
     name: &str,
     value: Value,
@@ -1765,5 +1796,28 @@ mod tests {
         );
         assert!(rt.dns.only_passing, "dns.hcl is merged after agent.json");
         assert_eq!(rt.dns.node_ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn fuzz_corpus_and_regressions_load_without_panic() {
+        let inputs = crate::fuzz_inputs("config");
+        assert!(inputs.len() >= 3, "the seed corpus is there");
+        for (path, data) in inputs {
+            let Some((&format, rest)) = data.split_first() else {
+                continue;
+            };
+            if let Ok(text) = std::str::from_utf8(rest) {
+                // Errors are fine; a panic is not.
+                let _ = load_text(text, format & 1 == 1);
+            }
+            let _ = path;
+        }
+        // The examples load as JSON through this path too.
+        let ok = load_text(
+            r#"{"node_name": "n1", "data_dir": "/tmp/x", "service": {"name": "web"}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(ok.runtime.services[0].name, "web");
     }
 }

@@ -1302,4 +1302,20 @@ mod tests {
         let snap = read_snapshot(&path).unwrap().unwrap();
         assert_eq!(snap.peers, ["10.0.0.2:1".parse::<SocketAddr>().unwrap()]);
     }
+
+    #[test]
+    fn fuzz_corpus_and_regressions_of_gossip_decoders() {
+        let sealer = Sealer::new(Some(b"0123456789abcdef0123456789abcdef"), true, true);
+        for (_, data) in crate::fuzz_inputs("gossip_packet") {
+            for channel in [Channel::Udp, Channel::Tcp] {
+                let mut packet = data.clone();
+                let _ = sealer.open(channel, &mut packet);
+            }
+            let _ = State::decode(&data);
+            let _ = Intent::decode(&data);
+            let _ = GossipId::decode(&data);
+            let _ = keyring::decode_request(&data);
+            let _ = keyring::decode_reply(&data);
+        }
+    }
 }

@@ -57,6 +57,20 @@ fn enabled(api: &Api) -> Result<(), ApiError> {
     }
 }
 
+/// ACLs on, and the token may `need` on `acl`.
+fn allowed(api: &Api, token: &Token, need: Need) -> Result<(), ApiError> {
+    enabled(api)?;
+    Ok(token.0.need_scalar(Scalar::Acl, need)?)
+}
+
+/// A policy or token as JSON, or Consul's `403 ACL not found`.
+fn found<T: serde::Serialize>(item: Option<T>) -> Result<Response, ApiError> {
+    match item {
+        Some(item) => Ok(json(&item, false)),
+        None => Err(ApiError::Forbidden("ACL not found".into())),
+    }
+}
+
 /// The ACL state, from this server or a server a client agent asks.
 async fn state(api: &Api) -> Result<AclState, ApiError> {
     Ok(api.catalog()?.acl_state().await?)
@@ -156,8 +170,7 @@ async fn create_policy(
     token: Token,
     body: Body,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Write)?;
+    allowed(&api, &token, Need::Write)?;
     let body = decode_json(&read_body(&api, body).await?)?;
     if !string(&body, "ID")?.is_empty() {
         return Err(ApiError::bad("Cannot specify an ID when creating a policy"));
@@ -174,8 +187,7 @@ async fn update_policy(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Write)?;
+    allowed(&api, &token, Need::Write)?;
     let body = decode_json(&read_body(&api, body).await?)?;
     let in_body = string(&body, "ID")?;
     if !in_body.is_empty() && in_body != id {
@@ -189,11 +201,7 @@ async fn update_policy(
 }
 
 async fn read_policy_json(api: &Api, id: &str) -> Result<Response, ApiError> {
-    let policy = state(api).await?.policy(id);
-    match policy {
-        Some(p) => Ok(json(&p, false)),
-        None => Err(ApiError::Forbidden("ACL not found".into())),
-    }
+    found(state(api).await?.policy(id))
 }
 
 async fn read_policy(
@@ -201,8 +209,7 @@ async fn read_policy(
     token: Token,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Read)?;
+    allowed(&api, &token, Need::Read)?;
     read_policy_json(&api, &id).await
 }
 
@@ -211,12 +218,8 @@ async fn policy_by_name(
     token: Token,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Read)?;
-    match state(&api).await?.policy_by_name(&name) {
-        Some(p) => Ok(json(&p, false)),
-        None => Err(ApiError::Forbidden("ACL not found".into())),
-    }
+    allowed(&api, &token, Need::Read)?;
+    found(state(&api).await?.policy_by_name(&name))
 }
 
 async fn delete_policy(
@@ -224,8 +227,7 @@ async fn delete_policy(
     token: Token,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Write)?;
+    allowed(&api, &token, Need::Write)?;
     write(&api, AclCommand::PolicyDelete(id)).await?;
     Ok(json(&true, false))
 }
@@ -235,9 +237,8 @@ async fn list_policies(
     token: Token,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
+    allowed(&api, &token, Need::Read)?;
     let q = Query::parse(raw.as_deref())?;
-    token.0.need_scalar(Scalar::Acl, Need::Read)?;
     // Consul's list stubs carry no rules.
     let list: Vec<Value> = state(&api)
         .await?
@@ -308,8 +309,7 @@ async fn create_token(
     token: Token,
     body: Body,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Write)?;
+    allowed(&api, &token, Need::Write)?;
     let body = decode_json(&read_body(&api, body).await?)?;
     let state = state(&api).await?;
     let mut new = token_from(&body, &state)?;
@@ -332,8 +332,7 @@ async fn update_token(
     Path(id): Path<String>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Write)?;
+    allowed(&api, &token, Need::Write)?;
     let body = decode_json(&read_body(&api, body).await?)?;
     let state = state(&api).await?;
     let Some(old) = state.token(&id) else {
@@ -354,10 +353,7 @@ async fn update_token(
 }
 
 async fn read_token_json(api: &Api, accessor: &str) -> Result<Response, ApiError> {
-    match state(api).await?.token(accessor) {
-        Some(t) => Ok(json(&t, false)),
-        None => Err(ApiError::Forbidden("ACL not found".into())),
-    }
+    found(state(api).await?.token(accessor))
 }
 
 async fn read_token(
@@ -365,8 +361,7 @@ async fn read_token(
     token: Token,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Read)?;
+    allowed(&api, &token, Need::Read)?;
     read_token_json(&api, &id).await
 }
 
@@ -376,10 +371,7 @@ async fn token_self(State(api): ApiState, token: Token) -> Result<Response, ApiE
     let secret = token
         .1
         .ok_or_else(|| ApiError::Forbidden("ACL not found".into()))?;
-    match state(&api).await?.token_by_secret(&secret) {
-        Some(t) => Ok(json(&t, false)),
-        None => Err(ApiError::Forbidden("ACL not found".into())),
-    }
+    found(state(&api).await?.token_by_secret(&secret))
 }
 
 async fn delete_token(
@@ -387,8 +379,7 @@ async fn delete_token(
     token: Token,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
-    token.0.need_scalar(Scalar::Acl, Need::Write)?;
+    allowed(&api, &token, Need::Write)?;
     write(&api, AclCommand::TokenDelete(id)).await?;
     Ok(json(&true, false))
 }
@@ -399,9 +390,8 @@ async fn list_tokens(
     token: Token,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
-    enabled(&api)?;
+    allowed(&api, &token, Need::Read)?;
     let q = Query::parse(raw.as_deref())?;
-    token.0.need_scalar(Scalar::Acl, Need::Read)?;
     let show_secrets = token.0.allows_scalar(Scalar::Acl, Need::Write);
     let mut list = state(&api).await?.tokens();
     if !show_secrets {

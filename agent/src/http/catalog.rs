@@ -57,6 +57,19 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], shape: &Shape) -> Result
     serde_json::from_value(value).map_err(|e| ApiError::bad(format!("Request decode failed: {e}")))
 }
 
+/// A body as the catalog register and deregister handlers decode it (for fuzzing).
+pub(super) fn decode_commands(bytes: &[u8]) -> Vec<Command> {
+    let mut out = Vec::new();
+    if let Ok(mut r) = decode::<Registration>(bytes, &schema::REGISTRATION) {
+        r.normalize();
+        out.push(Command::Register(r));
+    }
+    if let Ok(d) = decode::<Deregistration>(bytes, &schema::DEREGISTRATION) {
+        out.push(Command::Deregister(d));
+    }
+    out
+}
+
 /// A body's `Datacenter` must be this one (there is no WAN to forward to).
 fn check_body_dc(api: &Api, dc: &str) -> Result<(), ApiError> {
     if dc.is_empty() || dc.eq_ignore_ascii_case(&api.ctx.node.datacenter) {

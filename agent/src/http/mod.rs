@@ -124,6 +124,24 @@ pub(crate) async fn read_body(api: &Api, body: Body) -> Result<Bytes, ApiError> 
 }
 
 /// Decodes a JSON body as Go's decoder reports it (`EOF` for an empty body).
+/// The request bodies of the register endpoints decoded and validated as the handlers do
+/// (`/v1/agent/service/register`, `/v1/agent/check/register`, `/v1/catalog/register`,
+/// `/v1/catalog/deregister`): the fuzzing entry point (`fuzz/`). Returns how many decoded.
+#[doc(hidden)]
+pub fn decode_register_bodies(bytes: &[u8]) -> usize {
+    use crate::config::{CheckDefinition, ServiceDefinition};
+    let Ok(value) = decode_json(bytes) else {
+        return 0;
+    };
+    let mut ok = 0;
+    ok += usize::from(ServiceDefinition::from_api_json(&value).is_ok());
+    ok += usize::from(CheckDefinition::from_api_json(&value).is_ok());
+    for command in catalog::decode_commands(bytes) {
+        ok += usize::from(command.validate().is_ok());
+    }
+    ok
+}
+
 pub(crate) fn decode_json(bytes: &[u8]) -> Result<serde_json::Value, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad("Request decode failed: EOF"));
@@ -306,5 +324,13 @@ mod tests {
                 .to_string()
                 .starts_with("Request decode failed: ")
         );
+    }
+
+    #[test]
+    fn fuzz_corpus_and_regressions_of_register_bodies() {
+        let inputs = crate::fuzz_inputs("register_body");
+        assert!(!inputs.is_empty(), "the seed corpus is there");
+        let decoded: usize = inputs.iter().map(|(_, d)| decode_register_bodies(d)).sum();
+        assert!(decoded > 0, "the seeds are real bodies");
     }
 }

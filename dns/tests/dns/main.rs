@@ -2,6 +2,7 @@
 //! hickory-proto messages, forwarding to the crate's fake upstream.
 
 mod forward;
+mod fuzz_replay;
 mod paths;
 mod support;
 mod tcp;
