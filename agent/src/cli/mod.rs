@@ -13,6 +13,7 @@ pub mod client;
 pub mod operator;
 pub mod output;
 pub mod services;
+pub mod tls;
 
 use std::ffi::OsString;
 use std::io::Write;
@@ -56,6 +57,9 @@ pub enum Command {
     Keygen,
     /// Lists, installs, uses or removes gossip encryption keys on every member.
     Keyring(KeyringArgs),
+    /// Creates a CA and agent certificates (Consul's file names).
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
     /// Prints the version.
     Version,
     /// Makes the local agent leave the cluster gracefully and shut down.
@@ -349,6 +353,7 @@ async fn run(command: Command, io: &mut Io<'_>) -> i32 {
             .await
         }
         Command::Keyring(a) => keyring(&a, io).await,
+        Command::Tls(c) => tls::run(c, io),
         Command::Join(a) => join(&a, io).await,
         Command::ForceLeave(a) => force_leave(&a, io).await,
         Command::Reload(http) => {
