@@ -28,8 +28,15 @@ pub(crate) enum HclError {
     Content { key: String, message: String },
 }
 
+/// Deepest nesting of blocks, objects, lists and parentheses accepted. hcl-rs's parser
+/// takes time exponential in the depth of some invalid nested expressions (found by the
+/// `config` fuzz target: 28 levels took seconds), and no real config or ACL policy comes
+/// near this.
+pub(crate) const MAX_NESTING: usize = 16;
+
 /// Parses HCL text into a JSON object.
 pub(crate) fn to_json(text: &str) -> Result<Value, HclError> {
+    check_nesting(text)?;
     let body = hcl::parse(text).map_err(|e| match e {
         hcl::Error::Parse(p) => HclError::Syntax {
             line: p.location().line(),
@@ -43,6 +50,62 @@ pub(crate) fn to_json(text: &str) -> Result<Value, HclError> {
         },
     })?;
     body_to_json(body).map(Value::Object)
+}
+
+/// Refuses text nested deeper than [`MAX_NESTING`] (brackets in strings and comments are
+/// not counted), with the line where it happens.
+fn check_nesting(text: &str) -> Result<(), HclError> {
+    let (mut depth, mut line, mut column) = (0usize, 1usize, 0usize);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        column += 1;
+        match c {
+            '\n' => {
+                line += 1;
+                column = 0;
+            }
+            '"' => {
+                // A string: to its closing quote (escapes skipped), or the end of the line.
+                while let Some(s) = chars.next() {
+                    match s {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        '\n' => {
+                            line += 1;
+                            column = 0;
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            '#' => {
+                while chars.peek().is_some_and(|c| *c != '\n') {
+                    chars.next();
+                }
+            }
+            '/' if chars.peek() == Some(&'/') => {
+                while chars.peek().is_some_and(|c| *c != '\n') {
+                    chars.next();
+                }
+            }
+            '{' | '[' | '(' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(HclError::Syntax {
+                        line,
+                        column,
+                        message: format!("nested more than {MAX_NESTING} levels deep"),
+                    });
+                }
+            }
+            '}' | ']' | ')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn content_error(key: &str, message: String) -> HclError {
@@ -277,5 +340,30 @@ mod tests {
             matches!(&e, HclError::Content { key, .. } if key == "retry_max"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_before_parsing() {
+        // The fuzzer's input: seconds in hcl-rs without the bound, refused at once with it.
+        let data = std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fuzz/regressions/config/hcl-nested-exprs-timeout"
+        ))
+        .unwrap();
+        let text = std::str::from_utf8(&data[1..]).unwrap();
+        let started = std::time::Instant::now();
+        let e = to_json(text).unwrap_err();
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
+        assert!(
+            matches!(&e, HclError::Syntax { message, .. } if message.contains("16 levels")),
+            "{e:?}"
+        );
+        // Sixteen levels are fine; brackets in strings and comments do not count.
+        let ok = format!("a = {}1{}", "[".repeat(16), "]".repeat(16));
+        assert!(to_json(&ok).is_ok());
+        let quoted = format!("a = \"{}\" # {}\n", "{".repeat(40), "(".repeat(40));
+        assert!(to_json(&quoted).is_ok());
+        let deep = format!("a = {}1{}", "[".repeat(17), "]".repeat(17));
+        assert!(to_json(&deep).is_err());
     }
 }
