@@ -154,13 +154,7 @@ pub fn create_ca(a: &CaArgs) -> Result<Vec<PathBuf>, String> {
     ];
     validity(&mut params, a.days);
     let cert = params.self_signed(&key).map_err(err)?;
-    write_new(&cert_path, pem("CERTIFICATE", cert.der()).as_bytes(), 0o644)?;
-    write_new(
-        &key_path,
-        pem("PRIVATE KEY", &key.serialize_der()).as_bytes(),
-        0o600,
-    )?;
-    Ok(vec![cert_path, key_path])
+    save_pair(cert_path, key_path, &cert, &key)
 }
 
 /// Creates a server or client certificate signed by the CA; refuses to overwrite.
@@ -232,6 +226,16 @@ pub fn create_cert(a: &CertArgs) -> Result<Vec<PathBuf>, String> {
         })
         .find(|(c, k)| !c.exists() && !k.exists())
         .expect("some index is free");
+    save_pair(cert_path, key_path, &cert, &key)
+}
+
+/// Writes a certificate (0644) and its key (0600), neither of which may exist yet.
+fn save_pair(
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    cert: &rcgen::Certificate,
+    key: &KeyPair,
+) -> Result<Vec<PathBuf>, String> {
     write_new(&cert_path, pem("CERTIFICATE", cert.der()).as_bytes(), 0o644)?;
     write_new(
         &key_path,

@@ -63,6 +63,13 @@ fn allowed(api: &Api, token: &Token, need: Need) -> Result<(), ApiError> {
     Ok(token.0.need_scalar(Scalar::Acl, need)?)
 }
 
+/// A delete: `acl:write`, then `true` as Consul answers.
+async fn delete(api: &Api, token: &Token, command: AclCommand) -> Result<Response, ApiError> {
+    allowed(api, token, Need::Write)?;
+    write(api, command).await?;
+    Ok(json(&true, false))
+}
+
 /// A policy or token as JSON, or Consul's `403 ACL not found`.
 fn found<T: serde::Serialize>(item: Option<T>) -> Result<Response, ApiError> {
     match item {
@@ -227,9 +234,7 @@ async fn delete_policy(
     token: Token,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    allowed(&api, &token, Need::Write)?;
-    write(&api, AclCommand::PolicyDelete(id)).await?;
-    Ok(json(&true, false))
+    delete(&api, &token, AclCommand::PolicyDelete(id)).await
 }
 
 async fn list_policies(
@@ -379,9 +384,7 @@ async fn delete_token(
     token: Token,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    allowed(&api, &token, Need::Write)?;
-    write(&api, AclCommand::TokenDelete(id)).await?;
-    Ok(json(&true, false))
+    delete(&api, &token, AclCommand::TokenDelete(id)).await
 }
 
 /// `GET /v1/acl/tokens`: secrets only for callers that may write ACLs, as Consul.
