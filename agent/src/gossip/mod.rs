@@ -92,6 +92,10 @@ pub struct Timing {
     pub push_pull_interval: Duration,
     /// How long a graceful leave lets its intent spread before foca's own leave.
     pub leave_drain: Duration,
+    /// How often foca announces itself to two members it holds as down: a member that is
+    /// back (a healed partition) learns it was declared down, rejoins with a new identity,
+    /// and both sides see each other alive again (foca's LAN default is 65 s).
+    pub down_announce_interval: Duration,
 }
 
 impl Timing {
@@ -107,6 +111,7 @@ impl Timing {
             gossip_interval: Duration::from_millis(200),
             push_pull_interval: Duration::from_secs(30),
             leave_drain: Duration::from_secs(1),
+            down_announce_interval: Duration::from_secs(2),
         }
     }
 
@@ -359,6 +364,9 @@ fn foca_config(timing: &Timing, n: u32, overhead: usize) -> foca::Config {
     c.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - overhead).expect("positive");
     if let Some(g) = &mut c.periodic_gossip {
         g.frequency = timing.gossip_interval;
+    }
+    if let Some(a) = &mut c.periodic_announce_to_down_members {
+        a.frequency = timing.down_announce_interval;
     }
     c
 }
