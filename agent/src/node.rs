@@ -129,6 +129,14 @@ pub struct GossipStats {
     pub dropped_malformed: AtomicU64,
     /// Datagrams dropped because the gossip task was behind.
     pub dropped_queue: AtomicU64,
+    /// Lifeguard's local health score (0 healthy, up to 8), Consul's `health_score`.
+    pub health_score: AtomicU64,
+    /// Our probes that got no ack, directly or indirectly.
+    pub probes_failed: AtomicU64,
+    /// Suspicions this agent started (each also accused to the others).
+    pub suspicions: AtomicU64,
+    /// Suspicions about this agent that it refuted.
+    pub refuted: AtomicU64,
 }
 
 impl Members {

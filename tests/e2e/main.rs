@@ -17,6 +17,7 @@ mod forwarding;
 mod http_api;
 mod keyring;
 mod logging;
+mod loss;
 mod maintenance;
 mod partition;
 mod restart;

@@ -6,6 +6,8 @@
 //! - [`seal`]: the packet envelope (AES-GCM with the `encrypt` key, or plain);
 //! - [`wire`]: leave intents (custom broadcasts) and the push/pull state;
 //! - [`view`]: the Consul-shaped member list built from foca's notifications;
+//! - [`health`]: Lifeguard (suspicion that shrinks with independent confirmations, local
+//!   health awareness), which foca lacks;
 //! - [`net`]: push/pull frames over TCP and join address parsing;
 //! - this module: the gossip task and its handle.
 //!
@@ -23,6 +25,7 @@
 //! gossip again (so foca cannot revive it); packets that fail to open never reach foca and
 //! are counted in [`crate::node::GossipStats`].
 
+pub mod health;
 pub mod identity;
 pub mod keyring;
 pub mod net;
@@ -49,10 +52,11 @@ use tokio_util::sync::CancellationToken;
 pub use identity::{GossipId, initial_bump};
 
 use crate::node::{MemberRequest, MemberStatus, Members};
+use health::{Awareness, Bounds, Suspicions};
 use keyring::KeyringOp;
 use seal::{Channel, Sealer};
 use view::MemberView;
-use wire::{Intent, IntentHandler, IntentKind, IntentQueue, State};
+use wire::{Accusation, Intent, IntentHandler, IntentKind, IntentQueue, Item, State};
 
 /// Largest datagram on the wire (memberlist's UDP budget); foca's own limit is this minus
 /// the envelope.
@@ -69,6 +73,8 @@ const GREET_ON_JOIN: usize = 512;
 const KEY_WARNING_EVERY: Duration = Duration::from_secs(10);
 /// Bound on waiting for the gossip thread to end.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long confirmations of a suspicion we do not hold ourselves are remembered.
+const KEEP_ACCUSATIONS: Duration = Duration::from_secs(60);
 
 /// Failure detection timings (see `docs/gossip.md` for the choice against Consul's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,8 +87,17 @@ pub struct Timing {
     pub indirect_probes: usize,
     /// Shortest suspicion before a suspect is declared down.
     pub suspicion_min: Duration,
-    /// Suspicion multiplier: `mult × log10(n) × probe_period`, at least `suspicion_min`.
+    /// Suspicion multiplier: `mult × log10(n) × probe_period`, at least `suspicion_min`:
+    /// the suspicion once enough other members confirm it (Lifeguard's minimum).
     pub suspicion_mult: u32,
+    /// A suspicion nobody else confirms lasts this many times the minimum (Lifeguard's
+    /// maximum; memberlist's `SuspicionMaxTimeoutMult`, 6).
+    pub suspicion_max_mult: u32,
+    /// Independent confirmations that bring a suspicion down to the minimum (at most
+    /// `n − 2`; memberlist: `SuspicionMult − 2`, 2).
+    pub suspicion_confirmations: u32,
+    /// Ceiling of the local health score (memberlist's `AwarenessMaxMultiplier`, 8).
+    pub awareness_max: u32,
     /// How many times each member sends each update it learns: `mult × ⌈log10(n + 1)⌉`
     /// (memberlist's `RetransmitMult`, which is 4; see [`Timing::max_transmissions`]).
     pub retransmit_mult: u32,
@@ -107,6 +122,9 @@ impl Timing {
             indirect_probes: 3,
             suspicion_min: Duration::from_millis(700),
             suspicion_mult: 2,
+            suspicion_max_mult: 6,
+            suspicion_confirmations: 2,
+            awareness_max: 8,
             retransmit_mult: 6,
             gossip_interval: Duration::from_millis(200),
             push_pull_interval: Duration::from_secs(30),
@@ -121,6 +139,16 @@ impl Timing {
             .probe_period
             .mul_f64(f64::from(self.suspicion_mult) * f64::from(n.max(1)).log10());
         scaled.max(self.suspicion_min)
+    }
+
+    /// Lifeguard's suspicion bounds for a cluster of `n` members.
+    pub fn bounds(&self, n: u32) -> Bounds {
+        let min = self.suspicion(n);
+        Bounds {
+            min,
+            max: min * self.suspicion_max_mult.max(1),
+            k: self.suspicion_confirmations.min(n.saturating_sub(2)),
+        }
     }
 
     /// Sends per update for a cluster of `n` members. Higher than memberlist's 4 × ⌈log10⌉:
@@ -345,6 +373,12 @@ struct GossipTask {
     stop: CancellationToken,
     timers: BTreeMap<(Instant, u64), Timer<GossipId>>,
     timer_seq: u64,
+    suspicions: Suspicions,
+    awareness: Awareness,
+    /// A probe of ours failed since the last probe cycle started.
+    probe_failed: bool,
+    /// Our incarnation as last seen in what we sent (a rise is a refutation).
+    incarnation: Option<u16>,
     cluster_size: u32,
     leaving: Option<Leaving>,
     left: bool,
@@ -359,7 +393,9 @@ fn foca_config(timing: &Timing, n: u32, overhead: usize) -> foca::Config {
     c.probe_period = timing.probe_period;
     c.probe_rtt = timing.probe_rtt;
     c.num_indirect_probes = NonZeroUsize::new(timing.indirect_probes.max(1)).expect("max(1)");
-    c.suspect_to_down_after = timing.suspicion(n);
+    // The gossip task holds foca's suspicion timers and fires them between the bounds'
+    // min and max (`health`); foca's own value is only what it schedules them with.
+    c.suspect_to_down_after = timing.bounds(n).max;
     c.max_transmissions = NonZeroU8::new(timing.max_transmissions(n)).expect("at least 1");
     c.max_packet_size = NonZeroUsize::new(MAX_DATAGRAM - overhead).expect("positive");
     if let Some(g) = &mut c.periodic_gossip {
@@ -410,6 +446,10 @@ impl GossipTask {
             stop,
             timers: BTreeMap::new(),
             timer_seq: 0,
+            suspicions: Suspicions::default(),
+            awareness: Awareness::new(cfg.timing.awareness_max),
+            probe_failed: false,
+            incarnation: None,
             cluster_size: 1,
             leaving: None,
             left: false,
@@ -455,6 +495,11 @@ impl GossipTask {
         push_pull.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let next_timer = self.timers.keys().next().map(|(at, _)| *at);
+            let next_suspicion = self.suspicions.next_deadline(&self.bounds());
+            let next_timer = match (next_timer, next_suspicion) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             tokio::select! {
                 biased;
                 _ = self.stop.cancelled() => break,
@@ -483,11 +528,59 @@ impl GossipTask {
             if self.left {
                 continue;
             }
+            let probe_cycle = matches!(timer, Timer::ProbeRandomMember(_));
+            if probe_cycle {
+                // foca reports the previous probe's failure while it starts the next one.
+                self.probe_failed = false;
+            }
             if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
                 tracing::debug!(error = %e, "gossip timer");
             }
             self.drain();
+            if probe_cycle && !self.probe_failed {
+                self.awareness.probe_succeeded();
+            }
         }
+        // Suspicions that ran out (enough confirmations, or none and the maximum passed).
+        for timer in self.suspicions.due(now, &self.bounds()) {
+            if self.left {
+                break;
+            }
+            if let Timer::ChangeSuspectToDown {
+                member_id,
+                incarnation,
+                ..
+            } = &timer
+            {
+                // foca sends `TurnUndead` to the member whenever the timer's member still
+                // exists, even when it refuted the suspicion meanwhile (foca 2.0), which
+                // makes a healthy member think it was declared down and rejoin. Only a
+                // suspicion that still stands goes back to foca.
+                let stands = self.foca.iter_membership_state().any(|m| {
+                    m.id() == member_id
+                        && m.state() == foca::State::Suspect
+                        && m.incarnation() == *incarnation
+                });
+                tracing::debug!(
+                    member = %member_id.name,
+                    confirmations = self.suspicions.confirmations(&member_id.name),
+                    refuted = !stands,
+                    "gossip: suspicion ran out"
+                );
+                if !stands {
+                    continue;
+                }
+            }
+            if let Err(e) = self.foca.handle_timer(timer, &mut self.rt) {
+                tracing::debug!(error = %e, "gossip suspicion timer");
+            }
+            self.drain();
+        }
+    }
+
+    /// Lifeguard's suspicion bounds for the current cluster size.
+    fn bounds(&self) -> Bounds {
+        self.cfg.timing.bounds(self.cluster_size)
     }
 
     fn handle(&mut self, input: Input) {
@@ -683,6 +776,11 @@ impl GossipTask {
         {
             self.publish();
         }
+        self.suspicions.forget_older_than(now, KEEP_ACCUSATIONS);
+        self.members
+            .stats()
+            .health_score
+            .store(u64::from(self.awareness.score()), Ordering::Relaxed);
     }
 
     /// Our full state for push/pull: foca's members, ourselves, and the intents.
@@ -833,31 +931,92 @@ impl GossipTask {
         });
     }
 
-    /// Drains foca's runtime: sends, timers, notifications, then queued intents.
+    /// Drains foca's runtime: sends, timers, notifications, then queued intents and
+    /// accusations; our own new suspicions are accused (broadcast) and drained again.
     fn drain(&mut self) {
-        while let Some((dst, data)) = self.rt.to_send() {
-            let packet = self.sealer.seal(Channel::Udp, &data);
-            if let Err(e) = self.udp.try_send_to(&packet, dst.addr) {
-                tracing::trace!(error = %e, dst = %dst.addr, "gossip send");
+        loop {
+            while let Some((dst, data)) = self.rt.to_send() {
+                let packet = self.sealer.seal(Channel::Udp, &data);
+                if let Err(e) = self.udp.try_send_to(&packet, dst.addr) {
+                    tracing::trace!(error = %e, dst = %dst.addr, "gossip send");
+                }
+            }
+            let now = Instant::now();
+            let mut accuse = Vec::new();
+            while let Some((after, timer)) = self.rt.to_schedule() {
+                let after = match &timer {
+                    Timer::ChangeSuspectToDown { .. } => {
+                        if let Some(a) = self.suspicion_started(timer, now) {
+                            accuse.push(a);
+                        }
+                        continue;
+                    }
+                    // Local health awareness: an unhealthy agent probes more slowly and
+                    // waits longer for acks.
+                    Timer::ProbeRandomMember(_) | Timer::SendIndirectProbe { .. } => {
+                        self.awareness.scale(after)
+                    }
+                    _ => after,
+                };
+                self.timer_seq += 1;
+                self.timers.insert((now + after, self.timer_seq), timer);
+            }
+            let mut changed = false;
+            while let Some(n) = self.rt.to_notify() {
+                changed |= self.notify(n, now);
+            }
+            let items: Vec<Item> = self.intents.lock().drain(..).collect();
+            let me = self.view.me().name.clone();
+            for item in &items {
+                match item {
+                    Item::Intent(i) => changed |= self.view.intent(i, now),
+                    Item::Accusation(a) => self.suspicions.confirm(a, &me, now),
+                }
+            }
+            if changed {
+                self.publish();
+                self.resize();
+            }
+            if accuse.is_empty() {
+                break;
+            }
+            for a in &accuse {
+                if let Err(e) = self.foca.add_broadcast(&a.encode()) {
+                    tracing::debug!(error = %e, "gossip: cannot queue an accusation");
+                }
+            }
+            if let Err(e) = self.foca.broadcast(&mut self.rt) {
+                tracing::debug!(error = %e, "gossip broadcast");
             }
         }
-        let now = Instant::now();
-        while let Some((after, timer)) = self.rt.to_schedule() {
-            self.timer_seq += 1;
-            self.timers.insert((now + after, self.timer_seq), timer);
+    }
+
+    /// foca suspects a member (our probe of it failed): hold its timer (see [`health`]);
+    /// the accusation to spread when this is a new suspicion of ours.
+    fn suspicion_started(&mut self, timer: Timer<GossipId>, now: Instant) -> Option<Accusation> {
+        let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = &timer
+        else {
+            return None;
+        };
+        let accusation = Accusation {
+            name: member_id.name.clone(),
+            bump: member_id.bump,
+            incarnation: *incarnation,
+            accuser: self.view.me().name.clone(),
+        };
+        if !self.suspicions.start(timer, now) {
+            return None;
         }
-        let mut changed = false;
-        while let Some(n) = self.rt.to_notify() {
-            changed |= self.notify(n, now);
-        }
-        let intents: Vec<Intent> = self.intents.lock().drain(..).collect();
-        for i in &intents {
-            changed |= self.view.intent(i, now);
-        }
-        if changed {
-            self.publish();
-            self.resize();
-        }
+        self.members
+            .stats()
+            .suspicions
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(member = %accusation.name, incarnation = accusation.incarnation, "gossip: suspect");
+        Some(accusation)
     }
 
     fn notify(&mut self, n: OwnedNotification<GossipId>, now: Instant) -> bool {
@@ -898,6 +1057,34 @@ impl GossipTask {
                 tracing::debug!("gossip: no other member reachable");
                 false
             }
+            OwnedNotification::ProbeFailed(_, id) => {
+                tracing::debug!(member = %id.name, "gossip: probe failed");
+                self.probe_failed = true;
+                self.awareness.probe_failed();
+                self.members
+                    .stats()
+                    .probes_failed
+                    .fetch_add(1, Ordering::Relaxed);
+                false
+            }
+            OwnedNotification::DataSent(header) => {
+                // foca raises its incarnation only to refute a suspicion about us.
+                let now_at = header.src_incarnation;
+                if let Some(before) = self.incarnation
+                    && now_at > before
+                    && header.src == *self.foca.identity()
+                {
+                    tracing::debug!(
+                        incarnation = now_at,
+                        "gossip: refuted a suspicion about this agent"
+                    );
+                    self.awareness.refuted();
+                    self.members.stats().refuted.fetch_add(1, Ordering::Relaxed);
+                }
+                self.incarnation = Some(now_at);
+                false
+            }
+            OwnedNotification::DataReceived(_) => false,
         }
     }
 
@@ -1276,8 +1463,17 @@ mod tests {
         let c = foca_config(&t, 5, seal::OVERHEAD);
         assert_eq!(c.max_packet_size.get(), MAX_DATAGRAM - seal::OVERHEAD);
         assert_eq!(c.probe_period, Duration::from_millis(400));
-        // probe + one period to suspect + suspicion stays under 1.5 s.
-        assert!(c.probe_period * 2 + c.suspect_to_down_after <= Duration::from_millis(1500));
+        // A confirmed suspicion: probe + one period to suspect + the minimum stays under
+        // 1.5 s; a lone one waits six times the minimum for a refutation.
+        let b = t.bounds(5);
+        assert_eq!((b.min, b.k), (Duration::from_millis(700), 2));
+        assert!(c.probe_period * 2 + b.min <= Duration::from_millis(1500));
+        assert_eq!(c.suspect_to_down_after, b.max);
+        assert_eq!(b.max, Duration::from_millis(4200));
+        // Expected confirmations are capped by the members that can give them.
+        assert_eq!(t.bounds(3).k, 1);
+        assert_eq!(t.bounds(2).k, 0);
+        assert_eq!(t.bounds(2).timeout(0), t.bounds(2).min);
         // Retransmits: 6 × ⌈log10(n + 1)⌉, never 0, capped at u8.
         assert_eq!(c.max_transmissions.get(), 6);
         assert_eq!(t.max_transmissions(50), 12);

@@ -6,6 +6,10 @@
 //!   this is what lets every member tell `left` from `failed`. Intents ride foca's custom
 //!   broadcasts; [`IntentHandler`] dedups them (so each is re-gossiped a bounded number of
 //!   times) and queues the new ones for the gossip task.
+//! - An [`Accusation`] says "`accuser` failed to probe member `name` (identity `bump`) at
+//!   incarnation `incarnation`": Lifeguard's independent confirmations of a suspicion
+//!   (foca's suspect updates do not say who suspects). Also a custom broadcast; see
+//!   [`super::health`] for what they do.
 //! - A push/pull [`State`] is foca's full membership state plus the known intents.
 //!
 //! Both are versioned: a leading version byte, fields in a fixed order, and whatever a newer
@@ -81,9 +85,85 @@ impl Intent {
     }
 }
 
-/// foca's broadcast key: one intent invalidates only an identical one.
+/// The kind byte of an [`Accusation`] (after the version byte, where an intent has its kind).
+const ACCUSATION_KIND: u8 = 16;
+
+/// "`accuser` probed member `name` (identity `bump`) at `incarnation` and got no answer,
+/// directly or through others."
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Accusation {
+    /// The suspected member's name.
+    pub name: String,
+    /// The suspected identity's bump.
+    pub bump: u64,
+    /// The suspected incarnation (a refutation raises it, which ends the suspicion).
+    pub incarnation: u16,
+    /// Who failed to reach it.
+    pub accuser: String,
+}
+
+impl Accusation {
+    /// The wire form: version, kind, bump, incarnation, name, accuser (each name ≤ 255 bytes).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(14 + self.name.len() + self.accuser.len());
+        out.push(WIRE_VERSION);
+        out.push(ACCUSATION_KIND);
+        out.extend_from_slice(&self.bump.to_be_bytes());
+        out.extend_from_slice(&self.incarnation.to_be_bytes());
+        for s in [&self.name, &self.accuser] {
+            let b = &s.as_bytes()[..s.len().min(255)];
+            out.push(b.len() as u8);
+            out.extend_from_slice(b);
+        }
+        out
+    }
+
+    /// Decodes [`Accusation::encode`]'s output; `None` for anything else.
+    pub fn decode(mut b: &[u8]) -> Option<Accusation> {
+        if b.len() < 14 || b.get_u8() == 0 || b.get_u8() != ACCUSATION_KIND {
+            return None;
+        }
+        let bump = b.get_u64();
+        let incarnation = b.get_u16();
+        let mut text = || -> Option<String> {
+            let len = usize::from(*b.first()?);
+            let s = std::str::from_utf8(b.get(1..1 + len)?).ok()?.to_owned();
+            b.advance(1 + len);
+            (!s.is_empty()).then_some(s)
+        };
+        let name = text()?;
+        let accuser = text()?;
+        Some(Accusation {
+            name,
+            bump,
+            incarnation,
+            accuser,
+        })
+    }
+}
+
+/// One custom broadcast item.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Item {
+    /// A leave intent.
+    Intent(Intent),
+    /// A suspicion's confirmation.
+    Accusation(Accusation),
+}
+
+impl Item {
+    fn decode(b: &[u8]) -> Option<Item> {
+        if b.get(1) == Some(&ACCUSATION_KIND) {
+            Accusation::decode(b).map(Item::Accusation)
+        } else {
+            Intent::decode(b).map(Item::Intent)
+        }
+    }
+}
+
+/// foca's broadcast key: one item invalidates only an identical one.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IntentKey(Intent);
+pub struct IntentKey(Item);
 
 impl Invalidates for IntentKey {
     fn invalidates(&self, other: &Self) -> bool {
@@ -96,19 +176,20 @@ impl Invalidates for IntentKey {
 #[error("intent error")]
 pub struct IntentError;
 
-/// The queue of intents that foca received and the gossip task has not handled yet.
-pub type IntentQueue = Arc<Mutex<VecDeque<Intent>>>;
+/// The queue of items (intents and accusations) that foca received and the gossip task has
+/// not handled yet.
+pub type IntentQueue = Arc<Mutex<VecDeque<Item>>>;
 
-/// foca's custom-broadcast handler for intents.
+/// foca's custom-broadcast handler for intents and accusations.
 #[derive(Debug)]
 pub struct IntentHandler {
-    seen: HashSet<Intent>,
-    order: VecDeque<Intent>,
+    seen: HashSet<Item>,
+    order: VecDeque<Item>,
     queue: IntentQueue,
 }
 
 impl IntentHandler {
-    /// A handler that pushes new intents onto `queue`.
+    /// A handler that pushes new items onto `queue`.
     pub fn new(queue: IntentQueue) -> Self {
         IntentHandler {
             seen: HashSet::new(),
@@ -117,12 +198,12 @@ impl IntentHandler {
         }
     }
 
-    /// Records `intent`; true when it was not known yet.
-    fn remember(&mut self, intent: &Intent) -> bool {
-        if !self.seen.insert(intent.clone()) {
+    /// Records `item`; true when it was not known yet.
+    fn remember(&mut self, item: &Item) -> bool {
+        if !self.seen.insert(item.clone()) {
             return false;
         }
-        self.order.push_back(intent.clone());
+        self.order.push_back(item.clone());
         if self.order.len() > MAX_SEEN
             && let Some(old) = self.order.pop_front()
         {
@@ -141,18 +222,18 @@ impl BroadcastHandler<GossipId> for IntentHandler {
         data: &[u8],
         _sender: Option<&GossipId>,
     ) -> Result<Option<IntentKey>, IntentError> {
-        let Some(intent) = Intent::decode(data) else {
+        let Some(item) = Item::decode(data) else {
             return Ok(None);
         };
-        if !self.remember(&intent) {
+        if !self.remember(&item) {
             return Ok(None);
         }
         let mut q = self.queue.lock();
         // Bounded: the task drains it after every foca call, so this only trims a flood.
         if q.len() < MAX_SEEN {
-            q.push_back(intent.clone());
+            q.push_back(item.clone());
         }
-        Ok(Some(IntentKey(intent)))
+        Ok(Some(IntentKey(item)))
     }
 }
 
@@ -313,7 +394,43 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
-        assert_eq!(q.lock().len(), 1);
+        let a = Accusation {
+            name: "b".into(),
+            bump: 7,
+            incarnation: 3,
+            accuser: "c".into(),
+        };
+        assert!(h.receive_item(&a.encode(), None).unwrap().is_some());
+        assert!(h.receive_item(&a.encode(), None).unwrap().is_none());
+        let q = q.lock();
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[1], Item::Accusation(a));
+    }
+
+    #[test]
+    fn accusations_round_trip_and_are_not_intents() {
+        let a = Accusation {
+            name: "db-1".into(),
+            bump: u64::MAX - 1,
+            incarnation: 65_000,
+            accuser: "web-2".into(),
+        };
+        let b = a.encode();
+        assert_eq!(Accusation::decode(&b), Some(a.clone()));
+        // An older agent's intent decoder ignores them (unknown kind), so they are never
+        // taken for a leave.
+        assert_eq!(Intent::decode(&b), None);
+        assert_eq!(Item::decode(&b), Some(Item::Accusation(a)));
+        for cut in 0..b.len() {
+            assert_eq!(Accusation::decode(&b[..cut]), None, "cut at {cut}");
+        }
+        let intent = Intent {
+            kind: IntentKind::Prune,
+            name: "x".into(),
+            bump: 2,
+        };
+        assert_eq!(Accusation::decode(&intent.encode()), None);
+        assert_eq!(Item::decode(&intent.encode()), Some(Item::Intent(intent)));
     }
 
     #[test]

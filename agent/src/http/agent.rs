@@ -219,6 +219,10 @@ fn serf_stats(api: &Api) -> Value {
         "dropped_key_mismatch": stats.dropped_key.load(Relaxed).to_string(),
         "dropped_malformed": stats.dropped_malformed.load(Relaxed).to_string(),
         "dropped_queue_full": stats.dropped_queue.load(Relaxed).to_string(),
+        "health_score": stats.health_score.load(Relaxed).to_string(),
+        "probes_failed": stats.probes_failed.load(Relaxed).to_string(),
+        "suspicions": stats.suspicions.load(Relaxed).to_string(),
+        "refuted": stats.refuted.load(Relaxed).to_string(),
     })
 }
 

@@ -13,6 +13,7 @@
 //! test) or a directory (one `TempDir` per agent); no process outlives its test.
 
 pub mod dns;
+pub mod impair;
 pub mod netns;
 
 use std::collections::BTreeSet;
