@@ -59,6 +59,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# dig polls every agent's DNS (Debian's bind9-dnsutils; the shared harness installs its own
+# tools the same way).
+if ! command -v dig >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bind9-dnsutils >&2
+fi
 if ((BUILD)); then (cd "$ROOT" && cargo build --release -p muster >&2); fi
 [[ -x $BIN ]] || { echo "no binary at $BIN" >&2; exit 1; }
 rm -rf "$WORK"; mkdir -p "$WORK"
