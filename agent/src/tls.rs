@@ -203,19 +203,7 @@ pub fn client_config_with(
     identity: ServerIdentity,
 ) -> Result<rustls::ClientConfig, String> {
     let provider = provider();
-    let name = match &identity {
-        ServerIdentity::Name(n) => Some(
-            ServerName::try_from(n.clone())
-                .map_err(|_| format!("{n:?} is not a valid TLS server name"))?,
-        ),
-        _ => None,
-    };
-    let verifier = Arc::new(PinnedVerifier {
-        roots: Arc::new(roots),
-        algorithms: provider.signature_verification_algorithms,
-        name,
-        dialled: identity == ServerIdentity::Dialled,
-    });
+    let verifier = Arc::new(PinnedVerifier::new(roots, identity, &provider)?);
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(min_version))
         .map_err(|e| e.to_string())?
@@ -238,6 +226,29 @@ pub struct PinnedVerifier {
     /// The name to check; `None` with `dialled` false: the chain only.
     name: Option<ServerName<'static>>,
     dialled: bool,
+}
+
+impl PinnedVerifier {
+    /// A verifier trusting `roots` only, checking names per `identity`.
+    pub fn new(
+        roots: RootCertStore,
+        identity: ServerIdentity,
+        provider: &CryptoProvider,
+    ) -> Result<PinnedVerifier, String> {
+        let name = match &identity {
+            ServerIdentity::Name(n) => Some(
+                ServerName::try_from(n.clone())
+                    .map_err(|_| format!("{n:?} is not a valid TLS server name"))?,
+            ),
+            _ => None,
+        };
+        Ok(PinnedVerifier {
+            roots: Arc::new(roots),
+            algorithms: provider.signature_verification_algorithms,
+            name,
+            dialled: identity == ServerIdentity::Dialled,
+        })
+    }
 }
 
 impl fmt::Debug for PinnedVerifier {
@@ -311,4 +322,90 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::tls::{CaArgs, CertArgs, create_ca, create_cert};
+
+    fn ca(dir: &Path) {
+        create_ca(&CaArgs {
+            days: 30,
+            domain: "consul".into(),
+            dir: dir.to_path_buf(),
+        })
+        .unwrap();
+    }
+
+    fn cert(dir: &Path, server: bool) -> CertificateDer<'static> {
+        let files = create_cert(&CertArgs {
+            server,
+            client: !server,
+            dc: "dc1".into(),
+            domain: "consul".into(),
+            days: 30,
+            ca: None,
+            key: None,
+            dns_names: vec![],
+            ips: vec![],
+            dir: dir.to_path_buf(),
+        })
+        .unwrap();
+        load_certs(&files[0]).unwrap().remove(0)
+    }
+
+    fn verifier(dir: &Path, identity: ServerIdentity) -> PinnedVerifier {
+        let roots = load_roots(Some(&dir.join("consul-agent-ca.pem")), None).unwrap();
+        PinnedVerifier::new(roots, identity, &provider()).unwrap()
+    }
+
+    fn accepts(v: &PinnedVerifier, cert: &CertificateDer<'_>, dialled: &str) -> bool {
+        let name = ServerName::try_from(dialled.to_owned()).unwrap();
+        v.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn server_identity_policies() {
+        let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        ca(dir.path());
+        ca(other.path());
+        let server = cert(dir.path(), true);
+        let client = cert(dir.path(), false);
+        let foreign = cert(other.path(), true);
+
+        // verify_server_hostname: the fixed name, whatever address was dialled.
+        let pinned = verifier(dir.path(), ServerIdentity::Name("server.dc1.consul".into()));
+        assert!(accepts(&pinned, &server, "10.9.9.9"));
+        assert!(
+            !accepts(&pinned, &client, "10.9.9.9"),
+            "a client certificate is no server's"
+        );
+        assert!(!accepts(&pinned, &foreign, "10.9.9.9"), "another CA");
+        let other_dc = verifier(dir.path(), ServerIdentity::Name("server.dc2.consul".into()));
+        assert!(!accepts(&other_dc, &server, "10.9.9.9"), "the wrong name");
+
+        // verify_outgoing alone: the chain (and server auth), any name.
+        let chain = verifier(dir.path(), ServerIdentity::ChainOnly);
+        assert!(accepts(&chain, &server, "10.9.9.9"));
+        assert!(
+            !accepts(&chain, &client, "10.9.9.9"),
+            "server auth is still required"
+        );
+        assert!(!accepts(&chain, &foreign, "10.9.9.9"));
+
+        // The CLI without -tls-server-name: the address dialled.
+        let dialled = verifier(dir.path(), ServerIdentity::Dialled);
+        assert!(accepts(&dialled, &server, "127.0.0.1"));
+        assert!(accepts(&dialled, &server, "localhost"));
+        assert!(!accepts(&dialled, &server, "10.9.9.9"));
+    }
+
+    #[test]
+    fn error_chains_show_the_cause() {
+        let inner = std::io::Error::other("invalid peer certificate: UnknownIssuer");
+        let outer = std::io::Error::new(std::io::ErrorKind::ConnectionAborted, inner);
+        assert!(error_chain(&outer).contains("UnknownIssuer"));
+    }
 }

@@ -23,3 +23,4 @@ mod restart;
 mod script_checks;
 mod seed;
 mod support;
+mod tls;

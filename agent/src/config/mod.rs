@@ -292,6 +292,9 @@ impl Drop for DevDataDir {
 }
 
 #[cfg(test)]
+mod tls_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::fs;

@@ -211,7 +211,8 @@ pub struct TlsInterface {
     pub key_file: Option<PathBuf>,
     /// Incoming connections must be TLS with a client certificate signed by the CA.
     pub verify_incoming: bool,
-    /// Outgoing connections use TLS and check the peer's certificate against the CA.
+    /// Outgoing connections use TLS and check the peer's certificate against the CA (RPCs
+    /// only: always false for HTTPS, which has no outgoing side in muster).
     pub verify_outgoing: bool,
     /// The oldest TLS version accepted or offered.
     pub min_version: TlsVersion,
@@ -1286,6 +1287,7 @@ fn build_tls_interface(
     iface: &str,
     own: &FileTlsProtocol,
     defaults: &FileTlsProtocol,
+    uses_outgoing: bool,
 ) -> Result<TlsInterface, ConfigError> {
     let path = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     let ca_file = tls_pick(
@@ -1396,7 +1398,8 @@ fn build_tls_interface(
             ),
         ));
     }
-    let outgoing = verify_outgoing.value.unwrap_or(false);
+    // Only RPCs go out with the agent's TLS settings (HTTPS has no outgoing side here).
+    let outgoing = uses_outgoing && verify_outgoing.value.unwrap_or(false);
     if outgoing && !has_ca {
         return Err(blame.err(
             &verify_outgoing.key,
@@ -1424,9 +1427,9 @@ fn build_tls(
     domain: &str,
 ) -> Result<TlsSettings, ConfigError> {
     let t = &f.tls;
-    let https = build_tls_interface(blame, "https", &t.https, &t.defaults)?;
+    let https = build_tls_interface(blame, "https", &t.https, &t.defaults, false)?;
     let mut internal_rpc =
-        build_tls_interface(blame, "internal_rpc", &t.internal_rpc, &t.defaults)?;
+        build_tls_interface(blame, "internal_rpc", &t.internal_rpc, &t.defaults, true)?;
     let verify_server_hostname = t.internal_rpc.verify_server_hostname.unwrap_or(false);
     if verify_server_hostname {
         // Implies verify_outgoing (Consul since 1.4.3), which needs a CA.

@@ -168,7 +168,7 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             Ok(Err(e)) => {
                 shared
                     .limiter
-                    .warn(peer, "TLS handshake failed", &crate::tls::error_chain(&e))
+                    .warn(peer, "TLS handshake failed", &crate::tls::error_chain(&e));
             }
             Err(_) => shared.limiter.warn(
                 peer,
