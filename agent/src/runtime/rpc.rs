@@ -234,6 +234,137 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::tls::{CaArgs, CertArgs, create_ca, create_cert};
+    use crate::config::{TlsInterface, TlsVersion};
+    use crate::tls::{ServerIdentity, client_config_with, load_certs, load_key, load_roots};
+
+    /// A CA with a server and a client certificate in a temp dir.
+    fn certs() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        create_ca(&CaArgs {
+            days: 1,
+            domain: "consul".into(),
+            dir: dir.path().to_path_buf(),
+        })
+        .unwrap();
+        for server in [true, false] {
+            create_cert(&CertArgs {
+                server,
+                client: !server,
+                dc: "dc1".into(),
+                domain: "consul".into(),
+                days: 1,
+                ca: None,
+                key: None,
+                dns_names: vec![],
+                ips: vec![],
+                dir: dir.path().to_path_buf(),
+            })
+            .unwrap();
+        }
+        dir
+    }
+
+    /// Serves a one-route router on 127.0.0.1 with the server certificate.
+    async fn start(
+        dir: &std::path::Path,
+        verify_incoming: bool,
+    ) -> (SocketAddr, CancellationToken) {
+        let iface = TlsInterface {
+            ca_file: Some(dir.join("consul-agent-ca.pem")),
+            cert_file: Some(dir.join("dc1-server-consul-0.pem")),
+            key_file: Some(dir.join("dc1-server-consul-0-key.pem")),
+            verify_incoming,
+            ..TlsInterface::default()
+        };
+        let config = crate::tls::server_config(&iface).unwrap();
+        let tls = RpcTlsListener {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            verify_incoming,
+        };
+        let router = axum::Router::new().route("/ping", axum::routing::get(|| async { "pong" }));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(serve(
+            listener,
+            router,
+            Some(tls),
+            Duration::from_secs(2),
+            stop.clone(),
+        ));
+        (addr, stop)
+    }
+
+    /// GET /ping over http (no TLS) or https (with or without the client certificate).
+    async fn ping(
+        dir: &std::path::Path,
+        addr: SocketAddr,
+        tls: Option<bool>,
+    ) -> Result<String, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(10));
+        let scheme = match tls {
+            None => "http",
+            Some(with_cert) => {
+                let roots = load_roots(Some(&dir.join("consul-agent-ca.pem")), None).unwrap();
+                let cert = with_cert.then(|| {
+                    (
+                        load_certs(&dir.join("dc1-client-consul-0.pem")).unwrap(),
+                        load_key(&dir.join("dc1-client-consul-0-key.pem")).unwrap(),
+                    )
+                });
+                let config = client_config_with(
+                    roots,
+                    cert,
+                    TlsVersion::Tls12,
+                    ServerIdentity::Name("server.dc1.consul".into()),
+                )
+                .unwrap();
+                builder = builder.tls_backend_preconfigured(config);
+                "https"
+            }
+        };
+        let resp = builder
+            .build()
+            .unwrap()
+            .get(format!("{scheme}://{addr}/ping"))
+            .send()
+            .await
+            .map_err(|e| crate::tls::error_chain(&e))?;
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(|e| e.to_string())?;
+        Ok(format!("{status} {body}"))
+    }
+
+    #[tokio::test]
+    async fn one_port_serves_tls_and_plaintext_unless_verify_incoming() {
+        let dir = certs();
+        let (addr, stop) = start(dir.path(), false).await;
+        assert_eq!(ping(dir.path(), addr, None).await.unwrap(), "200 pong");
+        assert_eq!(
+            ping(dir.path(), addr, Some(false)).await.unwrap(),
+            "200 pong"
+        );
+        assert_eq!(
+            ping(dir.path(), addr, Some(true)).await.unwrap(),
+            "200 pong"
+        );
+        stop.cancel();
+
+        let (addr, stop) = start(dir.path(), true).await;
+        let plain = ping(dir.path(), addr, None).await.unwrap();
+        assert_eq!(plain, format!("403 {PLAINTEXT_REFUSED}"));
+        let no_cert = ping(dir.path(), addr, Some(false)).await;
+        assert!(no_cert.is_err(), "{no_cert:?}");
+        assert_eq!(
+            ping(dir.path(), addr, Some(true)).await.unwrap(),
+            "200 pong"
+        );
+        stop.cancel();
+    }
 
     #[test]
     fn warnings_are_limited_per_address() {
