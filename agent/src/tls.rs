@@ -36,6 +36,57 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The name of a TLS 1.2 cipher suite as Go (and so Consul) spells it: rustls' name, except
+/// that Go's ChaCha20 suites have no `_SHA256`.
+fn go_suite_name(suite: &rustls::SupportedCipherSuite) -> Option<String> {
+    let name = suite.suite().as_str()?;
+    Some(name.strip_suffix("_CHACHA20_POLY1305_SHA256").map_or_else(
+        || name.to_owned(),
+        |base| format!("{base}_CHACHA20_POLY1305"),
+    ))
+}
+
+/// The TLS 1.2 cipher suites `tls_cipher_suites` may name (Go's names).
+pub fn tls12_suite_names() -> Vec<String> {
+    rustls::crypto::ring::default_provider()
+        .cipher_suites
+        .iter()
+        .filter(|s| s.tls13().is_none())
+        .filter_map(go_suite_name)
+        .collect()
+}
+
+/// The ring provider restricted to the TLS 1.2 suites of `tls_cipher_suites` (Go's names,
+/// comma-separated, as Consul; in that order of preference), every TLS 1.3 suite kept (Go
+/// does not let TLS 1.3 suites be chosen either). Empty: rustls' defaults.
+pub fn provider_with_suites(suites: &[String]) -> Result<Arc<CryptoProvider>, String> {
+    let mut provider = rustls::crypto::ring::default_provider();
+    if suites.is_empty() {
+        return Ok(Arc::new(provider));
+    }
+    let mut chosen: Vec<rustls::SupportedCipherSuite> = provider
+        .cipher_suites
+        .iter()
+        .filter(|s| s.tls13().is_some())
+        .copied()
+        .collect();
+    for name in suites {
+        let suite = provider
+            .cipher_suites
+            .iter()
+            .find(|s| s.tls13().is_none() && go_suite_name(s).as_deref() == Some(name.as_str()))
+            .ok_or_else(|| {
+                format!(
+                    "cipher suite {name:?} is not supported (muster's TLS offers {})",
+                    tls12_suite_names().join(", ")
+                )
+            })?;
+        chosen.push(*suite);
+    }
+    provider.cipher_suites = chosen;
+    Ok(Arc::new(provider))
+}
+
 fn versions(min: TlsVersion) -> &'static [&'static rustls::SupportedProtocolVersion] {
     static BOTH: [&rustls::SupportedProtocolVersion; 2] =
         [&rustls::version::TLS13, &rustls::version::TLS12];
@@ -153,9 +204,10 @@ fn identity(
 pub fn server_config(iface: &TlsInterface) -> Result<rustls::ServerConfig, String> {
     let (chain, key) =
         identity(iface)?.ok_or_else(|| "a TLS listener needs cert_file and key_file".to_owned())?;
-    let builder = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(versions(iface.min_version))
-        .map_err(|e| e.to_string())?;
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider_with_suites(&iface.cipher_suites)?)
+            .with_protocol_versions(versions(iface.min_version))
+            .map_err(|e| e.to_string())?;
     let builder = if iface.verify_incoming {
         let roots = load_roots(iface.ca_file.as_deref(), iface.ca_path.as_deref())?;
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
@@ -192,7 +244,13 @@ pub fn client_config(
     identity: ServerIdentity,
 ) -> Result<rustls::ClientConfig, String> {
     let roots = load_roots(iface.ca_file.as_deref(), iface.ca_path.as_deref())?;
-    client_config_with(roots, self::identity(iface)?, iface.min_version, identity)
+    client_config_from(
+        provider_with_suites(&iface.cipher_suites)?,
+        roots,
+        self::identity(iface)?,
+        iface.min_version,
+        identity,
+    )
 }
 
 /// [`client_config`] from loaded material.
@@ -202,7 +260,16 @@ pub fn client_config_with(
     min_version: TlsVersion,
     identity: ServerIdentity,
 ) -> Result<rustls::ClientConfig, String> {
-    let provider = provider();
+    client_config_from(provider(), roots, cert, min_version, identity)
+}
+
+fn client_config_from(
+    provider: Arc<CryptoProvider>,
+    roots: RootCertStore,
+    cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    min_version: TlsVersion,
+    identity: ServerIdentity,
+) -> Result<rustls::ClientConfig, String> {
     let verifier = Arc::new(PinnedVerifier::new(roots, identity, &provider)?);
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(versions(min_version))

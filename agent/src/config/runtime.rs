@@ -216,6 +216,9 @@ pub struct TlsInterface {
     pub verify_outgoing: bool,
     /// The oldest TLS version accepted or offered.
     pub min_version: TlsVersion,
+    /// The TLS 1.2 cipher suites allowed, in order of preference, by Go's names
+    /// (`tls_cipher_suites`); empty: rustls' defaults. TLS 1.3 suites are not configurable.
+    pub cipher_suites: Vec<String>,
 }
 
 impl TlsInterface {
@@ -556,6 +559,7 @@ struct FileTlsProtocol {
     cert_file: Option<String>,
     key_file: Option<String>,
     tls_min_version: Option<String>,
+    tls_cipher_suites: Option<String>,
     verify_incoming: Option<bool>,
     verify_outgoing: Option<bool>,
     verify_server_hostname: Option<bool>,
@@ -1337,6 +1341,34 @@ fn build_tls_interface(
         None => TlsVersion::Tls12,
         Some(text) => parse_tls_version(text).map_err(|e| blame.err(&min_version.key, e))?,
     };
+    let suites = tls_pick(
+        iface,
+        "tls_cipher_suites",
+        &path(&own.tls_cipher_suites),
+        &path(&defaults.tls_cipher_suites),
+    );
+    let cipher_suites: Vec<String> = suites
+        .value
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !cipher_suites.is_empty() {
+        if min == TlsVersion::Tls13 {
+            return Err(blame.err(
+                &suites.key,
+                format!(
+                    "{} cannot be used with tls_min_version TLSv1_3: TLS 1.3 cipher suites are \
+                     not configurable",
+                    suites.key
+                ),
+            ));
+        }
+        crate::tls::provider_with_suites(&cipher_suites).map_err(|e| blame.err(&suites.key, e))?;
+    }
 
     match (&cert_file.value, &key_file.value) {
         (Some(_), None) => {
@@ -1417,6 +1449,7 @@ fn build_tls_interface(
         verify_incoming: incoming,
         verify_outgoing: outgoing,
         min_version: min,
+        cipher_suites,
     })
 }
 

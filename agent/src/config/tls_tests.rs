@@ -159,13 +159,13 @@ fn keys_not_implemented_still_warn_with_their_name() {
     let s = Setup::new();
     let loaded = s
         .load(serde_json::json!({"tls": {
-            "defaults": {"tls_cipher_suites": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"},
+            "defaults": {"use_auto_cert": true},
             "grpc": {"verify_incoming": true},
             "https": {"verify_outgoing": true}
         }}))
         .unwrap();
     for key in [
-        "tls.defaults.tls_cipher_suites",
+        "tls.defaults.use_auto_cert",
         "tls.grpc",
         "tls.https.verify_outgoing",
     ] {
@@ -354,4 +354,54 @@ fn a_zero_handshake_timeout_is_refused() {
     let (text, key) = s.err(serde_json::json!({"limits": {"https_handshake_timeout": "0s"}}));
     assert_eq!(key.as_deref(), Some("limits.https_handshake_timeout"));
     assert!(text.contains("greater than zero"), "{text}");
+}
+
+#[test]
+fn cipher_suites_take_gos_names_and_only_for_tls_1_2() {
+    let s = Setup::new();
+    let loaded = s
+        .load(serde_json::json!({"tls": {
+            "defaults": {"tls_cipher_suites":
+                "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"},
+            "https": {"tls_cipher_suites": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}
+        }}))
+        .unwrap();
+    let tls = &loaded.runtime.tls;
+    assert_eq!(
+        tls.internal_rpc.cipher_suites,
+        [
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305"
+        ]
+    );
+    assert_eq!(
+        tls.https.cipher_suites,
+        ["TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"]
+    );
+    assert!(
+        !loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("tls_cipher_suites"))
+    );
+    // The provider keeps TLS 1.3 and exactly the chosen 1.2 suites.
+    let p = crate::tls::provider_with_suites(&tls.internal_rpc.cipher_suites).unwrap();
+    let tls12: Vec<_> = p
+        .cipher_suites
+        .iter()
+        .filter(|c| c.tls13().is_none())
+        .collect();
+    assert_eq!(tls12.len(), 2);
+    assert!(p.cipher_suites.iter().any(|c| c.tls13().is_some()));
+
+    // A CBC suite Go has and rustls does not.
+    let (text, key) = s.err(serde_json::json!({"tls_cipher_suites":
+        "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"}));
+    assert_eq!(key.as_deref(), Some("tls.defaults.tls_cipher_suites"));
+    assert!(text.contains("is not supported"), "{text}");
+    let (text, key) = s.err(serde_json::json!({"tls": {"internal_rpc": {
+        "tls_min_version": "TLSv1_3",
+        "tls_cipher_suites": "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}}}));
+    assert_eq!(key.as_deref(), Some("tls.internal_rpc.tls_cipher_suites"));
+    assert!(text.contains("TLSv1_3"), "{text}");
 }
