@@ -20,6 +20,7 @@ pub mod http;
 pub mod local;
 pub mod node;
 pub mod runtime;
+pub mod tls;
 
 /// Every file of `fuzz/corpus/<target>` and `fuzz/regressions/<target>` (the seeds and the
 /// crashes fuzzing found), for the unit tests that replay them without libFuzzer.

@@ -4,7 +4,28 @@
 //! Invariant: [`ServerConfig::validate`] accepts only settings Raft can run with (election
 //! timeouts above the heartbeat, a snapshot install timeout of at least 10 s, ...).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+/// TLS for outgoing server RPCs: the rustls client config the agent built from
+/// `tls.internal_rpc` (the CA as the only root, the agent's certificate, the server-name
+/// policy). With it every RPC goes to `https://`; without it, `http://`.
+#[derive(Clone)]
+pub struct RpcTls(pub Arc<rustls::ClientConfig>);
+
+impl PartialEq for RpcTls {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RpcTls {}
+
+impl std::fmt::Debug for RpcTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RpcTls(..)")
+    }
+}
 
 /// Settings of one catalog server.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +60,8 @@ pub struct ServerConfig {
     /// Bytes that must stay free on the data directory's filesystem for a leader to take a
     /// write (0: no check). Below it writes fail with `DiskFull` and are not proposed.
     pub min_free_disk: u64,
+    /// TLS for RPCs to other servers (raft, forwarded writes and reads); `None`: plain HTTP.
+    pub rpc_tls: Option<RpcTls>,
 }
 
 impl ServerConfig {
@@ -63,6 +86,7 @@ impl ServerConfig {
             max_append_entries: 64,
             rpc_hold_timeout: Duration::from_secs(7),
             min_free_disk: 64 * 1024 * 1024,
+            rpc_tls: None,
         }
     }
 

@@ -35,7 +35,7 @@ pub use catalog::query::{
 };
 pub use catalog::reconcile::{Member, MemberRole, MemberStatus, ReconcileContext, reconcile};
 pub use catalog::{Catalog, Table, TableIndexes};
-pub use config::{ServerConfig, raft_id_from_node_id};
+pub use config::{RpcTls, ServerConfig, raft_id_from_node_id};
 pub use error::ServerError;
 pub use raft::{
     CatalogServer, Consistency, PeerStatus, RaftConfiguration, RaftRole, RaftServerState,

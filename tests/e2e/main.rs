@@ -24,3 +24,4 @@ mod restart;
 mod script_checks;
 mod seed;
 mod support;
+mod tls;

@@ -3,6 +3,13 @@
 //! `MUSTER_HTTP_ADDR`, else `127.0.0.1:8500`; the token from `-token`, else
 //! `CONSUL_HTTP_TOKEN`, else `MUSTER_HTTP_TOKEN`, sent as `X-Consul-Token`.
 //!
+//! HTTPS: an `https://` address (or `CONSUL_HTTP_SSL=true`) with the CA from `-ca-file` /
+//! `-ca-path` (`CONSUL_CACERT`, `CONSUL_CAPATH`; else the system's roots), a client
+//! certificate from `-client-cert` / `-client-key` (`CONSUL_CLIENT_CERT`,
+//! `CONSUL_CLIENT_KEY`) for agents with `verify_incoming`, and `-tls-server-name`
+//! (`CONSUL_TLS_SERVER_NAME`) to check the agent's certificate for that name instead of the
+//! address dialled.
+//!
 //! Errors read like Consul's: a non-2xx answer is `Unexpected response code: <code>
 //! (<body>)`; a transport failure names the method, the URL and the cause.
 //!
@@ -20,8 +27,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 /// Largest response body read.
 pub const MAX_BODY: usize = 64 << 20;
 
-/// Where the agent's API is: `http://host:port` from the flag, the environment or the default
-/// (`env` looks a variable up; the binary passes `std::env::var`).
+/// Where the agent's API is: `http://host:port` or `https://host:port` from the flag, the
+/// environment or the default (`env` looks a variable up; the binary passes `std::env::var`).
+/// A bare `host:port` is HTTPS when `CONSUL_HTTP_SSL` is true, as in Consul.
 pub fn resolve_http_addr(
     flag: Option<&str>,
     env: impl Fn(&str) -> Option<String>,
@@ -32,27 +40,109 @@ pub fn resolve_http_addr(
         .or_else(|| env("MUSTER_HTTP_ADDR"))
         .filter(|s| !s.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_HTTP_ADDR.to_owned());
+    let ssl = match env("CONSUL_HTTP_SSL").as_deref().map(str::trim) {
+        None | Some("") => false,
+        Some(v) => {
+            parse_go_bool(v).ok_or_else(|| format!("CONSUL_HTTP_SSL: {v:?} is not a boolean"))?
+        }
+    };
     let raw = raw.trim();
-    let host_port = if let Some(rest) = raw.strip_prefix("http://") {
-        rest
-    } else if raw.starts_with("https://") {
-        return Err(format!(
-            "{raw}: HTTPS is not supported by muster yet; use http://host:port"
-        ));
+    let (scheme, host_port) = if let Some(rest) = raw.strip_prefix("http://") {
+        ("http", rest)
+    } else if let Some(rest) = raw.strip_prefix("https://") {
+        ("https", rest)
     } else if raw.starts_with("unix://") {
         return Err(format!(
             "{raw}: unix sockets are not supported by muster yet; use host:port"
         ));
     } else if raw.contains("://") {
         return Err(format!("{raw}: unknown protocol scheme"));
+    } else if ssl {
+        ("https", raw)
     } else {
-        raw
+        ("http", raw)
     };
     let host_port = host_port.trim_end_matches('/');
     if host_port.is_empty() || host_port.contains('/') {
-        return Err(format!("{raw}: expected host:port or http://host:port"));
+        return Err(format!("{raw}: expected host:port or http(s)://host:port"));
     }
-    Ok(format!("http://{host_port}"))
+    Ok(format!("{scheme}://{host_port}"))
+}
+
+/// Go's `strconv.ParseBool`.
+fn parse_go_bool(v: &str) -> Option<bool> {
+    match v {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
+        _ => None,
+    }
+}
+
+/// TLS settings of the CLI's client (used for `https://` addresses).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// CA certificates (PEM) to trust instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A directory of CA certificate files.
+    pub ca_path: Option<std::path::PathBuf>,
+    /// The client certificate, for agents with `verify_incoming`.
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Its key.
+    pub client_key: Option<std::path::PathBuf>,
+    /// The name the agent's certificate must be valid for (else the address dialled).
+    pub server_name: Option<String>,
+}
+
+impl ClientTls {
+    /// Flags first, then `CONSUL_CACERT`, `CONSUL_CAPATH`, `CONSUL_CLIENT_CERT`,
+    /// `CONSUL_CLIENT_KEY`, `CONSUL_TLS_SERVER_NAME`; empty values are unset.
+    pub fn resolve(flags: ClientTls, env: impl Fn(&str) -> Option<String>) -> ClientTls {
+        let path = |flag: Option<std::path::PathBuf>, var: &str| {
+            flag.filter(|p| !p.as_os_str().is_empty()).or_else(|| {
+                env(var)
+                    .filter(|v| !v.is_empty())
+                    .map(std::path::PathBuf::from)
+            })
+        };
+        ClientTls {
+            ca_file: path(flags.ca_file, "CONSUL_CACERT"),
+            ca_path: path(flags.ca_path, "CONSUL_CAPATH"),
+            client_cert: path(flags.client_cert, "CONSUL_CLIENT_CERT"),
+            client_key: path(flags.client_key, "CONSUL_CLIENT_KEY"),
+            server_name: flags
+                .server_name
+                .filter(|n| !n.is_empty())
+                .or_else(|| env("CONSUL_TLS_SERVER_NAME").filter(|v| !v.is_empty())),
+        }
+    }
+
+    /// The rustls config: the CA given (else the system's roots), the client certificate.
+    pub fn rustls_config(&self) -> Result<rustls::ClientConfig, String> {
+        let roots = if self.ca_file.is_some() || self.ca_path.is_some() {
+            crate::tls::load_roots(self.ca_file.as_deref(), self.ca_path.as_deref())
+                .map_err(|e| format!("-ca-file/-ca-path: {e}"))?
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+            roots
+        };
+        let cert = match (&self.client_cert, &self.client_key) {
+            (Some(c), Some(k)) => Some((
+                crate::tls::load_certs(c).map_err(|e| format!("-client-cert: {e}"))?,
+                crate::tls::load_key(k).map_err(|e| format!("-client-key: {e}"))?,
+            )),
+            (None, None) => None,
+            _ => return Err("-client-cert and -client-key must be given together".to_owned()),
+        };
+        let identity = match &self.server_name {
+            Some(n) => crate::tls::ServerIdentity::Name(n.clone()),
+            None => crate::tls::ServerIdentity::Dialled,
+        };
+        crate::tls::client_config_with(roots, cert, crate::config::TlsVersion::Tls12, identity)
+    }
 }
 
 /// The ACL token, when one is given (`-token`, `CONSUL_HTTP_TOKEN`, `MUSTER_HTTP_TOKEN`).
@@ -132,10 +222,23 @@ pub struct ApiClient {
 impl ApiClient {
     /// A client for `base` (`http://host:port`).
     pub fn new(base: String, token: Option<String>) -> Result<ApiClient, String> {
-        let http = reqwest::Client::builder()
+        Self::with_tls(base, token, &ClientTls::default())
+    }
+
+    /// A client for `base` (`http://` or `https://host:port`), with `tls` for HTTPS.
+    pub fn with_tls(
+        base: String,
+        token: Option<String>,
+        tls: &ClientTls,
+    ) -> Result<ApiClient, String> {
+        let mut builder = reqwest::Client::builder()
             .no_proxy()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(Duration::from_secs(10));
+        if base.starts_with("https://") {
+            builder = builder.tls_backend_preconfigured(tls.rustls_config()?);
+        }
+        let http = builder
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {}", chain(&e)))?;
         Ok(ApiClient { base, token, http })
@@ -284,10 +387,65 @@ mod tests {
             resolve_http_addr(Some("http://[::1]:8500"), env_of(&[])).unwrap(),
             "http://[::1]:8500"
         );
-        assert!(resolve_http_addr(Some("https://a:1"), env_of(&[])).is_err());
+        assert_eq!(
+            resolve_http_addr(Some("https://a:1"), env_of(&[])).unwrap(),
+            "https://a:1"
+        );
+        let ssl = env_of(&[("CONSUL_HTTP_SSL", "true")]);
+        assert_eq!(
+            resolve_http_addr(Some("127.0.0.1:8501"), &ssl).unwrap(),
+            "https://127.0.0.1:8501",
+            "CONSUL_HTTP_SSL makes a bare address HTTPS"
+        );
+        assert_eq!(
+            resolve_http_addr(Some("http://127.0.0.1:8500"), &ssl).unwrap(),
+            "http://127.0.0.1:8500",
+            "an explicit scheme wins"
+        );
+        assert!(resolve_http_addr(None, env_of(&[("CONSUL_HTTP_SSL", "yes")])).is_err());
         assert!(resolve_http_addr(Some("unix:///tmp/s"), env_of(&[])).is_err());
         assert!(resolve_http_addr(Some("ftp://a:1"), env_of(&[])).is_err());
         assert!(resolve_http_addr(Some("a:1/path"), env_of(&[])).is_err());
+    }
+
+    #[test]
+    fn tls_settings_come_from_flags_then_the_environment() {
+        let env = env_of(&[
+            ("CONSUL_CACERT", "/env/ca.pem"),
+            ("CONSUL_CLIENT_CERT", "/env/c.pem"),
+            ("CONSUL_CLIENT_KEY", "/env/k.pem"),
+            ("CONSUL_TLS_SERVER_NAME", "server.dc1.consul"),
+        ]);
+        let t = ClientTls::resolve(
+            ClientTls {
+                ca_file: Some("/flag/ca.pem".into()),
+                ..ClientTls::default()
+            },
+            &env,
+        );
+        assert_eq!(
+            t.ca_file.as_deref(),
+            Some(std::path::Path::new("/flag/ca.pem"))
+        );
+        assert_eq!(
+            t.client_cert.as_deref(),
+            Some(std::path::Path::new("/env/c.pem"))
+        );
+        assert_eq!(
+            t.client_key.as_deref(),
+            Some(std::path::Path::new("/env/k.pem"))
+        );
+        assert_eq!(t.server_name.as_deref(), Some("server.dc1.consul"));
+        assert_eq!(t.ca_path, None);
+        let half = ClientTls {
+            client_cert: Some("/x.pem".into()),
+            ..ClientTls::default()
+        };
+        assert!(
+            half.rustls_config()
+                .unwrap_err()
+                .contains("-client-cert and -client-key must be given together")
+        );
     }
 
     #[test]

@@ -78,7 +78,7 @@ pub enum Command {
 /// How to reach the local agent.
 #[derive(Debug, Clone, Default, Args)]
 pub struct HttpFlags {
-    /// The agent's HTTP address (`host:port` or `http://host:port`); default
+    /// The agent's HTTP address (`host:port`, `http://host:port` or `https://host:port`); default
     /// `$CONSUL_HTTP_ADDR`, `$MUSTER_HTTP_ADDR`, then 127.0.0.1:8500.
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
@@ -86,13 +86,44 @@ pub struct HttpFlags {
     /// `$MUSTER_HTTP_TOKEN`.
     #[arg(long, value_name = "TOKEN")]
     pub token: Option<String>,
+    /// CA certificates (PEM) for an HTTPS agent; default `$CONSUL_CACERT`, else the system's.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// A directory of CA certificates; default `$CONSUL_CAPATH`.
+    #[arg(long, value_name = "DIR")]
+    pub ca_path: Option<PathBuf>,
+    /// A client certificate (PEM) for an agent with `verify_incoming`; default
+    /// `$CONSUL_CLIENT_CERT`.
+    #[arg(long, value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key; default `$CONSUL_CLIENT_KEY`.
+    #[arg(long, value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// The name the agent's certificate must be valid for (else the address); default
+    /// `$CONSUL_TLS_SERVER_NAME`.
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 impl HttpFlags {
     fn client(&self) -> Result<ApiClient, String> {
         let env = |k: &str| std::env::var(k).ok();
         let base = client::resolve_http_addr(self.http_addr.as_deref(), env)?;
-        ApiClient::new(base, client::resolve_token(self.token.as_deref(), env))
+        let tls = client::ClientTls::resolve(
+            client::ClientTls {
+                ca_file: self.ca_file.clone(),
+                ca_path: self.ca_path.clone(),
+                client_cert: self.client_cert.clone(),
+                client_key: self.client_key.clone(),
+                server_name: self.tls_server_name.clone(),
+            },
+            env,
+        );
+        ApiClient::with_tls(
+            base,
+            client::resolve_token(self.token.as_deref(), env),
+            &tls,
+        )
     }
 }
 

@@ -125,6 +125,9 @@ pub struct AgentFlags {
     /// The HTTP API port (-1 disables; 0 picks a free port).
     #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
     pub http_port: Option<i64>,
+    /// The HTTPS API port (-1 disables, the default; 0 picks a free port).
+    #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
+    pub https_port: Option<i64>,
     /// The server RPC (Raft) port (0 picks a free port).
     #[arg(long, value_name = "PORT", allow_negative_numbers = true)]
     pub server_port: Option<i64>,
@@ -272,6 +275,7 @@ impl AgentArgs {
         for (key, v) in [
             ("dns", f.dns_port),
             ("http", f.http_port),
+            ("https", f.https_port),
             ("server", f.server_port),
             ("serf_lan", f.serf_lan_port),
             ("serf_wan", f.serf_wan_port),

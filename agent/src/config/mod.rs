@@ -49,7 +49,7 @@ pub use flags::{AgentArgs, AgentFlags, normalize_args};
 pub use runtime::{
     AclSettings, AclTokens, CheckSettings, DnsSettings, DownPolicy, GossipKey, GossipSettings,
     HttpSettings, LogLevel, LogSettings, Ports, RecursorStrategy, RuntimeConfig, ServerSettings,
-    SoaSettings,
+    SoaSettings, TlsInterface, TlsSettings, TlsVersion,
 };
 pub use source::{ConfigFormat, FileEvent, FileOutcome};
 
@@ -290,6 +290,9 @@ impl Drop for DevDataDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tls_tests;
 
 #[cfg(test)]
 mod tests {

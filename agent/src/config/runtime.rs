@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -53,6 +53,8 @@ pub struct RuntimeConfig {
     pub http: HttpSettings,
     /// ACL settings (`acl {}` and the old `acl_*` keys).
     pub acl: AclSettings,
+    /// TLS settings (`tls {}` and the old top-level `ca_file`, `verify_*` keys).
+    pub tls: TlsSettings,
     /// DNS server and forwarder settings.
     pub dns: DnsSettings,
     /// Logging settings.
@@ -93,7 +95,7 @@ pub struct Ports {
     pub dns: Option<u16>,
     /// HTTP API (default 8500).
     pub http: Option<u16>,
-    /// HTTPS API (default disabled; muster does not serve HTTPS yet).
+    /// HTTPS API (default disabled, as Consul; 8501 by convention).
     pub https: Option<u16>,
     /// LAN gossip (default 8301; cannot be disabled).
     pub serf_lan: u16,
@@ -152,6 +154,9 @@ pub struct HttpSettings {
     /// Listen addresses (`addresses.http`, else `client_addr`, with `ports.http`); empty when
     /// the port is disabled.
     pub addrs: Vec<SocketAddr>,
+    /// HTTPS listen addresses (`addresses.https`, else `client_addr`, with `ports.https`);
+    /// empty when the port is disabled (the default).
+    pub https_addrs: Vec<SocketAddr>,
     /// Concurrent connections per client IP (0: unlimited).
     pub max_conns_per_client: u32,
     /// Largest request header block in bytes (`http_config.max_header_bytes`; 431 beyond).
@@ -167,6 +172,75 @@ pub struct HttpSettings {
     pub default_query_time: Duration,
     /// Longest blocking-query wait.
     pub max_query_time: Duration,
+}
+
+/// TLS settings: `tls.defaults` merged under `tls.https` and `tls.internal_rpc` (a value set
+/// on the interface wins), as Consul; the old top-level keys are moved under `tls` by
+/// `normalize`. Paths are as configured; the files were read and checked when the
+/// configuration was built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The HTTPS API.
+    pub https: TlsInterface,
+    /// The server RPC port, and every RPC this agent makes to servers.
+    pub internal_rpc: TlsInterface,
+    /// Outgoing RPCs check that the server's certificate is valid for
+    /// `server.<datacenter>.<domain>` (`tls.internal_rpc.verify_server_hostname`; implies
+    /// `verify_outgoing`, as in Consul since 1.4.3).
+    pub verify_server_hostname: bool,
+    /// The name checked with `verify_server_hostname`: `server.<datacenter>.<domain>`.
+    pub server_name: String,
+    /// Time a client has to complete the TLS handshake on the HTTPS port
+    /// (`limits.https_handshake_timeout`, default 5 s).
+    pub https_handshake_timeout: Duration,
+    /// Time a connection to the server RPC port has to send its first byte and complete the
+    /// TLS handshake (`limits.rpc_handshake_timeout`, default 5 s).
+    pub rpc_handshake_timeout: Duration,
+}
+
+/// The TLS settings of one interface (`tls.https`, `tls.internal_rpc`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsInterface {
+    /// A PEM file of CA certificates.
+    pub ca_file: Option<PathBuf>,
+    /// A directory of PEM CA certificate files.
+    pub ca_path: Option<PathBuf>,
+    /// This agent's certificate (PEM, the chain after it).
+    pub cert_file: Option<PathBuf>,
+    /// This agent's private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// Incoming connections must be TLS with a client certificate signed by the CA.
+    pub verify_incoming: bool,
+    /// Outgoing connections use TLS and check the peer's certificate against the CA (RPCs
+    /// only: always false for HTTPS, which has no outgoing side in muster).
+    pub verify_outgoing: bool,
+    /// The oldest TLS version accepted or offered.
+    pub min_version: TlsVersion,
+    /// The TLS 1.2 cipher suites allowed, in order of preference, by Go's names
+    /// (`tls_cipher_suites`); empty: rustls' defaults. TLS 1.3 suites are not configurable.
+    pub cipher_suites: Vec<String>,
+}
+
+impl TlsInterface {
+    /// True when the interface has a certificate and key (a TLS listener can start).
+    pub fn has_cert(&self) -> bool {
+        self.cert_file.is_some() && self.key_file.is_some()
+    }
+
+    /// True when a CA is configured.
+    pub fn has_ca(&self) -> bool {
+        self.ca_file.is_some() || self.ca_path.is_some()
+    }
+}
+
+/// `tls_min_version`: rustls speaks TLS 1.2 and 1.3 only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// `TLSv1_2` (Consul's default).
+    #[default]
+    Tls12,
+    /// `TLSv1_3`.
+    Tls13,
 }
 
 /// ACL settings (`acl {}`; the old top-level `acl_*` keys are moved here by `normalize`).
@@ -436,6 +510,7 @@ struct FileConfig {
     limits: FileLimits,
     http_config: FileHttpConfig,
     acl: FileAcl,
+    tls: FileTls,
     log_json: Option<bool>,
     log_level: Option<String>,
     #[serde(with = "crate::duration::serde_go::option")]
@@ -465,6 +540,29 @@ struct FileConfig {
 struct FileAddresses {
     dns: Option<String>,
     http: Option<String>,
+    https: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileTls {
+    defaults: FileTlsProtocol,
+    https: FileTlsProtocol,
+    internal_rpc: FileTlsProtocol,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct FileTlsProtocol {
+    ca_file: Option<String>,
+    ca_path: Option<String>,
+    cert_file: Option<String>,
+    key_file: Option<String>,
+    tls_min_version: Option<String>,
+    tls_cipher_suites: Option<String>,
+    verify_incoming: Option<bool>,
+    verify_outgoing: Option<bool>,
+    verify_server_hostname: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -482,6 +580,10 @@ struct FilePorts {
 #[serde(default)]
 struct FileLimits {
     http_max_conns_per_client: Option<i64>,
+    #[serde(with = "crate::duration::serde_go::option")]
+    https_handshake_timeout: Option<Duration>,
+    #[serde(with = "crate::duration::serde_go::option")]
+    rpc_handshake_timeout: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -604,6 +706,8 @@ mod defaults {
     pub const DEFAULT_QUERY_TIME: Duration = Duration::from_secs(300);
     pub const MAX_QUERY_TIME: Duration = Duration::from_secs(600);
     pub const HTTP_MAX_CONNS_PER_CLIENT: i64 = 200;
+    pub const HTTPS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const RPC_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
     pub const RAFT_MULTIPLIER: i64 = 5;
     pub const MAX_RAFT_MULTIPLIER: i64 = 10;
     pub const MAX_STALE: Duration = Duration::from_secs(87600 * 3600);
@@ -746,13 +850,6 @@ pub(crate) fn build(
             defaults::PORT_SERVER,
         )?,
     };
-    if let Some(p) = ports.https {
-        warnings.push(format!(
-            "{}: ports.https is {p} but muster does not serve HTTPS yet; no HTTPS listener \
-             is started",
-            blame.origin("ports.https")
-        ));
-    }
 
     let bind_text = f
         .bind_addr
@@ -822,8 +919,29 @@ pub(crate) fn build(
         }
         None => client_addrs.clone(),
     };
+    let https_ips = match f.addresses.https.as_deref().filter(|s| !s.is_empty()) {
+        Some(s) => {
+            if s.split_whitespace().any(|a| a.starts_with("unix://")) {
+                return Err(blame.err(
+                    "addresses.https",
+                    "unix sockets for the HTTPS API are not supported yet",
+                ));
+            }
+            ip_list(&blame, "addresses.https", s)?
+        }
+        None => client_addrs.clone(),
+    };
     let dns_addrs = with_port(&dns_ips, ports.dns);
     let http_addrs = with_port(&http_ips, ports.http);
+    let https_addrs = with_port(&https_ips, ports.https);
+    for a in &https_addrs {
+        if a.port() != 0 && (dns_addrs.contains(a) || http_addrs.contains(a)) {
+            return Err(blame.err(
+                "ports.https",
+                format!("HTTPS address {a} already configured for DNS or HTTP"),
+            ));
+        }
+    }
     // Consul's addrUnique: DNS (TCP side) and HTTP must not share a socket.
     for a in &http_addrs {
         if a.port() != 0 && dns_addrs.contains(a) {
@@ -1002,6 +1120,7 @@ pub(crate) fn build(
     }
     let http = HttpSettings {
         addrs: http_addrs,
+        https_addrs,
         max_conns_per_client,
         max_header_bytes,
         header_read_timeout: defaults::HEADER_READ_TIMEOUT,
@@ -1016,6 +1135,16 @@ pub(crate) fn build(
 
     // --- DNS -------------------------------------------------------------------------------
     let dns = build_dns(&blame, &f, &datacenter, dns_addrs)?;
+
+    // --- TLS -------------------------------------------------------------------------------
+    let tls = build_tls(&blame, &f, &datacenter, &dns.domain)?;
+    if ports.https.is_some() && !tls.https.has_cert() {
+        return Err(blame.err(
+            "ports.https",
+            "the HTTPS port needs a certificate: set tls.https (or tls.defaults) cert_file and \
+             key_file",
+        ));
+    }
 
     // --- logging ---------------------------------------------------------------------------
     let level_text = f.log_level.clone().unwrap_or_else(|| "info".to_owned());
@@ -1094,6 +1223,7 @@ pub(crate) fn build(
         gossip,
         http,
         acl,
+        tls,
         dns,
         logging,
         check_settings,
@@ -1107,6 +1237,264 @@ pub(crate) fn build(
         disable_update_check: f.disable_update_check.unwrap_or(false),
         services,
         checks,
+    })
+}
+
+/// One TLS setting of an interface: the value and the key that set it (the interface's own,
+/// else `tls.defaults`), so errors name what the user wrote.
+struct TlsValue<T> {
+    value: Option<T>,
+    key: String,
+}
+
+fn tls_pick<T: Clone>(
+    iface: &str,
+    field: &str,
+    own: &Option<T>,
+    defaults: &Option<T>,
+) -> TlsValue<T> {
+    match (own, defaults) {
+        (Some(v), _) => TlsValue {
+            value: Some(v.clone()),
+            key: format!("tls.{iface}.{field}"),
+        },
+        (None, Some(v)) => TlsValue {
+            value: Some(v.clone()),
+            key: format!("tls.defaults.{field}"),
+        },
+        (None, None) => TlsValue {
+            value: None,
+            key: format!("tls.{iface}.{field}"),
+        },
+    }
+}
+
+/// Parses `tls_min_version` as Consul spells it (`TLSv1_2`, `TLSv1_3`; the old `tls12`,
+/// `tls13` too). TLS 1.0 and 1.1 are refused: rustls does not implement them.
+fn parse_tls_version(text: &str) -> Result<TlsVersion, String> {
+    match text {
+        "" | "TLSv1_2" | "tls12" => Ok(TlsVersion::Tls12),
+        "TLSv1_3" | "tls13" => Ok(TlsVersion::Tls13),
+        "TLSv1_0" | "TLSv1_1" | "tls10" | "tls11" => Err(format!(
+            "{text} is not supported: muster's TLS (rustls) speaks TLS 1.2 and 1.3 only; use \
+             \"TLSv1_2\" or \"TLSv1_3\""
+        )),
+        other => Err(format!(
+            "invalid tls_min_version {other:?}: use \"TLSv1_2\" or \"TLSv1_3\""
+        )),
+    }
+}
+
+/// The effective settings of one interface, with every file read and checked.
+fn build_tls_interface(
+    blame: &Blame<'_>,
+    iface: &str,
+    own: &FileTlsProtocol,
+    defaults: &FileTlsProtocol,
+    uses_outgoing: bool,
+) -> Result<TlsInterface, ConfigError> {
+    let path = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let ca_file = tls_pick(
+        iface,
+        "ca_file",
+        &path(&own.ca_file),
+        &path(&defaults.ca_file),
+    );
+    let ca_path = tls_pick(
+        iface,
+        "ca_path",
+        &path(&own.ca_path),
+        &path(&defaults.ca_path),
+    );
+    let cert_file = tls_pick(
+        iface,
+        "cert_file",
+        &path(&own.cert_file),
+        &path(&defaults.cert_file),
+    );
+    let key_file = tls_pick(
+        iface,
+        "key_file",
+        &path(&own.key_file),
+        &path(&defaults.key_file),
+    );
+    let min_version = tls_pick(
+        iface,
+        "tls_min_version",
+        &own.tls_min_version,
+        &defaults.tls_min_version,
+    );
+    let verify_incoming = tls_pick(
+        iface,
+        "verify_incoming",
+        &own.verify_incoming,
+        &defaults.verify_incoming,
+    );
+    let verify_outgoing = tls_pick(
+        iface,
+        "verify_outgoing",
+        &own.verify_outgoing,
+        &defaults.verify_outgoing,
+    );
+
+    let min = match &min_version.value {
+        None => TlsVersion::Tls12,
+        Some(text) => parse_tls_version(text).map_err(|e| blame.err(&min_version.key, e))?,
+    };
+    let suites = tls_pick(
+        iface,
+        "tls_cipher_suites",
+        &path(&own.tls_cipher_suites),
+        &path(&defaults.tls_cipher_suites),
+    );
+    let cipher_suites: Vec<String> = suites
+        .value
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !cipher_suites.is_empty() {
+        if min == TlsVersion::Tls13 {
+            return Err(blame.err(
+                &suites.key,
+                format!(
+                    "{} cannot be used with tls_min_version TLSv1_3: TLS 1.3 cipher suites are \
+                     not configurable",
+                    suites.key
+                ),
+            ));
+        }
+        crate::tls::provider_with_suites(&cipher_suites).map_err(|e| blame.err(&suites.key, e))?;
+    }
+
+    match (&cert_file.value, &key_file.value) {
+        (Some(_), None) => {
+            return Err(blame.err(
+                &cert_file.key,
+                format!("{} is set but no key_file: give both", cert_file.key),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(blame.err(
+                &key_file.key,
+                format!("{} is set but no cert_file: give both", key_file.key),
+            ));
+        }
+        (Some(cert), Some(key)) => {
+            let chain = crate::tls::load_certs(Path::new(cert))
+                .map_err(|e| blame.err(&cert_file.key, e))?;
+            let key_der =
+                crate::tls::load_key(Path::new(key)).map_err(|e| blame.err(&key_file.key, e))?;
+            rustls::sign::CertifiedKey::from_der(chain, key_der, &crate::tls::provider()).map_err(
+                |e| {
+                    blame.err(
+                        &key_file.key,
+                        format!(
+                            "the key in {key} does not belong to the certificate in {cert}: {e}"
+                        ),
+                    )
+                },
+            )?;
+        }
+        (None, None) => {}
+    }
+    if let Some(file) = &ca_file.value {
+        crate::tls::load_roots(Some(Path::new(file)), None)
+            .map_err(|e| blame.err(&ca_file.key, e))?;
+    }
+    if let Some(dir) = &ca_path.value {
+        crate::tls::load_roots(None, Some(Path::new(dir)))
+            .map_err(|e| blame.err(&ca_path.key, e))?;
+    }
+    let has_ca = ca_file.value.is_some() || ca_path.value.is_some();
+    let incoming = verify_incoming.value.unwrap_or(false);
+    if incoming && !has_ca {
+        return Err(blame.err(
+            &verify_incoming.key,
+            format!(
+                "{} is set but no ca_file or ca_path is given to verify client certificates \
+                 with",
+                verify_incoming.key
+            ),
+        ));
+    }
+    if incoming && cert_file.value.is_none() {
+        return Err(blame.err(
+            &verify_incoming.key,
+            format!(
+                "{} is set but no cert_file and key_file are given for the TLS listener",
+                verify_incoming.key
+            ),
+        ));
+    }
+    // Only RPCs go out with the agent's TLS settings (HTTPS has no outgoing side here).
+    let outgoing = uses_outgoing && verify_outgoing.value.unwrap_or(false);
+    if outgoing && !has_ca {
+        return Err(blame.err(
+            &verify_outgoing.key,
+            format!(
+                "{} is set but no ca_file or ca_path is given to verify servers with",
+                verify_outgoing.key
+            ),
+        ));
+    }
+    Ok(TlsInterface {
+        ca_file: ca_file.value.map(PathBuf::from),
+        ca_path: ca_path.value.map(PathBuf::from),
+        cert_file: cert_file.value.map(PathBuf::from),
+        key_file: key_file.value.map(PathBuf::from),
+        verify_incoming: incoming,
+        verify_outgoing: outgoing,
+        min_version: min,
+        cipher_suites,
+    })
+}
+
+fn build_tls(
+    blame: &Blame<'_>,
+    f: &FileConfig,
+    datacenter: &str,
+    domain: &str,
+) -> Result<TlsSettings, ConfigError> {
+    let t = &f.tls;
+    let https = build_tls_interface(blame, "https", &t.https, &t.defaults, false)?;
+    let mut internal_rpc =
+        build_tls_interface(blame, "internal_rpc", &t.internal_rpc, &t.defaults, true)?;
+    let verify_server_hostname = t.internal_rpc.verify_server_hostname.unwrap_or(false);
+    if verify_server_hostname {
+        // Implies verify_outgoing (Consul since 1.4.3), which needs a CA.
+        if !internal_rpc.has_ca() {
+            return Err(blame.err(
+                "tls.internal_rpc.verify_server_hostname",
+                "tls.internal_rpc.verify_server_hostname is set but no ca_file or ca_path is \
+                 given to verify servers with",
+            ));
+        }
+        internal_rpc.verify_outgoing = true;
+    }
+    let timeout = |key: &str, v: Option<Duration>, default: Duration| match v {
+        Some(d) if d.is_zero() => Err(blame.err(key, format!("{key} must be greater than zero"))),
+        Some(d) => Ok(d),
+        None => Ok(default),
+    };
+    Ok(TlsSettings {
+        https,
+        internal_rpc,
+        verify_server_hostname,
+        server_name: format!("server.{datacenter}.{}", domain.trim_end_matches('.')),
+        https_handshake_timeout: timeout(
+            "limits.https_handshake_timeout",
+            f.limits.https_handshake_timeout,
+            defaults::HTTPS_HANDSHAKE_TIMEOUT,
+        )?,
+        rpc_handshake_timeout: timeout(
+            "limits.rpc_handshake_timeout",
+            f.limits.rpc_handshake_timeout,
+            defaults::RPC_HANDSHAKE_TIMEOUT,
+        )?,
     })
 }
 

@@ -279,7 +279,7 @@ pub(crate) static CONFIG: Obj = Obj {
         used("syslog_facility", Str),
         ignored("tagged_addresses", Kind::Map(&Str)),
         ignored("telemetry", Kind::Obj(&TELEMETRY)),
-        ignored("tls", Kind::Obj(&TLS)),
+        used("tls", Kind::Obj(&TLS)),
         ignored("translate_wan_addrs", Bool),
         ignored("ui_config", Kind::Obj(&UI_CONFIG)),
         ignored("unix_sockets", Kind::Obj(&UNIX_SOCKETS)),
@@ -318,7 +318,7 @@ static ADDRESSES: Obj = Obj {
     fields: &[
         used("dns", Str),
         used("http", Str),
-        ignored("https", Str),
+        used("https", Str),
         ignored("grpc", Str),
         ignored("grpc_tls", Str),
     ],
@@ -390,10 +390,10 @@ static LIMITS: Obj = Obj {
     loose: false,
     fields: &[
         used("http_max_conns_per_client", Int),
-        ignored("https_handshake_timeout", Dur),
+        used("https_handshake_timeout", Dur),
         ignored("request_limits", Kind::Obj(&REQUEST_LIMITS)),
         ignored("rpc_client_timeout", Dur),
-        ignored("rpc_handshake_timeout", Dur),
+        used("rpc_handshake_timeout", Dur),
         ignored("rpc_max_burst", Int),
         ignored("rpc_max_conns_per_client", Int),
         ignored("rpc_rate", Float),
@@ -739,13 +739,70 @@ static TELEMETRY: Obj = Obj {
 static TLS: Obj = Obj {
     loose: false,
     fields: &[
-        ignored("defaults", Kind::Obj(&TLS_PROTOCOL)),
-        ignored("internal_rpc", Kind::Obj(&TLS_PROTOCOL)),
-        ignored("https", Kind::Obj(&TLS_PROTOCOL)),
+        used("defaults", Kind::Obj(&TLS_DEFAULTS)),
+        used("internal_rpc", Kind::Obj(&TLS_INTERNAL_RPC)),
+        used("https", Kind::Obj(&TLS_HTTPS)),
+        // muster serves no gRPC: the whole block warns.
         ignored("grpc", Kind::Obj(&TLS_PROTOCOL)),
     ],
 };
 
+const ONLY_INTERNAL_RPC: &str =
+    "verify_server_hostname is only valid in the tls.internal_rpc stanza";
+
+/// `tls.defaults`: applies to every interface that does not set the key itself.
+static TLS_DEFAULTS: Obj = Obj {
+    loose: false,
+    fields: &[
+        used("ca_file", Str),
+        used("ca_path", Str),
+        used("cert_file", Str),
+        used("key_file", Str),
+        used("tls_min_version", Str),
+        used("tls_cipher_suites", Str),
+        used("verify_incoming", Bool),
+        used("verify_outgoing", Bool),
+        rejected("verify_server_hostname", Bool, ONLY_INTERNAL_RPC),
+        ignored("use_auto_cert", Bool),
+    ],
+};
+
+/// `tls.https`: the HTTPS API listener. muster makes no outgoing HTTPS calls with the agent's
+/// certificate (Consul's `enable_agent_tls_for_checks`), so `verify_outgoing` has no effect.
+static TLS_HTTPS: Obj = Obj {
+    loose: false,
+    fields: &[
+        used("ca_file", Str),
+        used("ca_path", Str),
+        used("cert_file", Str),
+        used("key_file", Str),
+        used("tls_min_version", Str),
+        used("tls_cipher_suites", Str),
+        used("verify_incoming", Bool),
+        ignored("verify_outgoing", Bool),
+        rejected("verify_server_hostname", Bool, ONLY_INTERNAL_RPC),
+        ignored("use_auto_cert", Bool),
+    ],
+};
+
+/// `tls.internal_rpc`: the server RPC port and every RPC to a server.
+static TLS_INTERNAL_RPC: Obj = Obj {
+    loose: false,
+    fields: &[
+        used("ca_file", Str),
+        used("ca_path", Str),
+        used("cert_file", Str),
+        used("key_file", Str),
+        used("tls_min_version", Str),
+        used("tls_cipher_suites", Str),
+        used("verify_incoming", Bool),
+        used("verify_outgoing", Bool),
+        used("verify_server_hostname", Bool),
+        ignored("use_auto_cert", Bool),
+    ],
+};
+
+/// `tls.grpc` (not implemented: every key warns).
 static TLS_PROTOCOL: Obj = Obj {
     loose: false,
     fields: &[

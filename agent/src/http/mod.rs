@@ -7,7 +7,10 @@
 //! - `operator`: `/v1/operator/raft/*` (the Raft configuration, removing a peer);
 //! - `query`: query-string parsing; `filter`: `?filter=` expressions; `schema`: the shapes of
 //!   request and response JSON; `error`: the one mapping of failures to status codes;
-//! - `listener`: the accept side, with a per-client connection limit.
+//! - `listener`: the accept side, with a per-client connection limit; the same listener,
+//!   router and limits serve HTTPS (`ports.https`), after a TLS handshake bounded by
+//!   `limits.https_handshake_timeout` (with `tls.https.verify_incoming`, a client certificate
+//!   signed by the CA is required).
 //!
 //! Invariants: request bodies are bounded ([`MAX_BODY`], 413 beyond) and must arrive within
 //! `body_read_timeout` (408); a header block is bounded by `http_config.max_header_bytes`
@@ -239,9 +242,23 @@ fn router(api: Arc<Api>) -> Router {
     router.fallback(unknown_path).with_state(api)
 }
 
-/// Serves the API on `listener` until `ctx.shutdown` is cancelled; blocking queries watch the
-/// token so draining is quick; returns after in-flight requests finish (bounded).
-pub async fn serve(listener: tokio::net::TcpListener, ctx: HttpContext) -> std::io::Result<()> {
+/// TLS on an API listener (`ports.https`).
+#[derive(Clone)]
+pub struct HttpsSettings {
+    /// The handshake side: certificate, key, client verification (`tls.https`).
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Time a client has to complete the handshake (`limits.https_handshake_timeout`).
+    pub handshake_timeout: Duration,
+}
+
+/// Serves the API on `listener` (over TLS with `tls`) until `ctx.shutdown` is cancelled;
+/// blocking queries watch the token so draining is quick; returns after in-flight requests
+/// finish (bounded).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    ctx: HttpContext,
+    tls: Option<HttpsSettings>,
+) -> std::io::Result<()> {
     let shutdown = ctx.shutdown.clone();
     let http = ctx.config.load().http.clone();
     let mut listener = listener::LimitedListener::new(listener, http.max_conns_per_client);
@@ -265,24 +282,35 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: HttpContext) -> std::
         // The read buffer must hold the largest header block, and hyper wants at least 8 KiB.
         .max_buf_size(http.max_header_bytes.max(8192) + 8192);
     let conns = tokio_util::task::TaskTracker::new();
-    while let Some((stream, _peer)) = shutdown
+    while let Some((stream, peer)) = shutdown
         .run_until_cancelled(axum::serve::Listener::accept(&mut listener))
         .await
     {
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        let serving = conn.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let shutdown = shutdown.clone();
+        let (app, conn, shutdown, tls) = (app.clone(), conn.clone(), shutdown.clone(), tls.clone());
         conns.spawn(async move {
-            let mut serving = std::pin::pin!(serving);
-            // On shutdown: finish the request in flight, then close (keep-alive ends).
-            match shutdown.run_until_cancelled(serving.as_mut()).await {
-                Some(Ok(())) => {}
-                // Header timeouts, oversized headers (431 sent), resets.
-                Some(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended"),
-                None => {
-                    serving.as_mut().graceful_shutdown();
-                    let _ = serving.await;
-                }
+            let Some(tls) = tls else {
+                serve_connection(stream, app, &conn, &shutdown).await;
+                return;
+            };
+            // The connection slot is held during the handshake, which is bounded: a client
+            // that says nothing cannot keep it.
+            let handshake = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return,
+                h = tokio::time::timeout(tls.handshake_timeout, tls.acceptor.accept(stream)) => h,
+            };
+            match handshake {
+                Ok(Ok(stream)) => serve_connection(stream, app, &conn, &shutdown).await,
+                Ok(Err(e)) => tracing::debug!(
+                    client = %peer,
+                    error = %crate::tls::error_chain(&e),
+                    "HTTPS handshake failed"
+                ),
+                Err(_) => tracing::debug!(
+                    client = %peer,
+                    "HTTPS handshake not completed within {:?} (limits.https_handshake_timeout)",
+                    tls.handshake_timeout
+                ),
             }
         });
     }
@@ -294,6 +322,30 @@ pub async fn serve(listener: tokio::net::TcpListener, ctx: HttpContext) -> std::
         tracing::warn!("HTTP requests still in flight after {DRAIN_GRACE:?}; closing");
     }
     Ok(())
+}
+
+/// Serves one connection (plain or TLS) until it ends; on shutdown the request in flight
+/// finishes, then the connection closes (keep-alive ends).
+async fn serve_connection<I>(
+    io: I,
+    app: Router,
+    conn: &hyper::server::conn::http1::Builder,
+    shutdown: &CancellationToken,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let serving = conn.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    let mut serving = std::pin::pin!(serving);
+    match shutdown.run_until_cancelled(serving.as_mut()).await {
+        Some(Ok(())) => {}
+        // Header timeouts, oversized headers (431 sent), resets.
+        Some(Err(e)) => tracing::debug!(error = %e, "HTTP connection ended"),
+        None => {
+            serving.as_mut().graceful_shutdown();
+            let _ = serving.await;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@ use crate::config::RuntimeConfig;
 pub struct Listeners {
     /// HTTP API listeners.
     pub http: Vec<TcpListener>,
+    /// HTTPS API listeners.
+    pub https: Vec<TcpListener>,
     /// DNS endpoints.
     pub dns: Vec<DnsListeners>,
     /// The server RPC listener (servers only).
@@ -32,6 +34,8 @@ pub struct Listeners {
 pub struct BoundAddrs {
     /// HTTP API addresses.
     pub http: Vec<SocketAddr>,
+    /// HTTPS API addresses.
+    pub https: Vec<SocketAddr>,
     /// DNS addresses (UDP and TCP on the same port).
     pub dns: Vec<SocketAddr>,
     /// The server RPC address.
@@ -42,7 +46,7 @@ pub struct BoundAddrs {
 
 impl BoundAddrs {
     /// The line the end-to-end tests scrape from stdout:
-    /// `==> muster ready: http=<addr> dns=<addr> server=<addr> serf=<addr>`, leaving out what is
+    /// `==> muster ready: http=<addr> https=<addr> dns=<addr> server=<addr> serf=<addr>`, leaving out what is
     /// disabled; several addresses of one kind are joined with commas.
     pub fn ready_line(&self) -> String {
         let join = |v: &[SocketAddr]| {
@@ -54,6 +58,9 @@ impl BoundAddrs {
         let mut parts = vec!["==> muster ready:".to_owned()];
         if !self.http.is_empty() {
             parts.push(format!("http={}", join(&self.http)));
+        }
+        if !self.https.is_empty() {
+            parts.push(format!("https={}", join(&self.https)));
         }
         if !self.dns.is_empty() {
             parts.push(format!("dns={}", join(&self.dns)));
@@ -81,6 +88,7 @@ fn bind_error(what: &str, addr: SocketAddr, keys: &str, e: &std::io::Error) -> S
 pub async fn bind_all(cfg: &RuntimeConfig) -> Result<(Listeners, BoundAddrs), String> {
     let mut listeners = Listeners {
         http: Vec::new(),
+        https: Vec::new(),
         dns: Vec::new(),
         server: None,
         serf: None,
@@ -97,6 +105,18 @@ pub async fn bind_all(cfg: &RuntimeConfig) -> Result<(Listeners, BoundAddrs), St
         })?;
         addrs.http.push(l.local_addr().map_err(|e| e.to_string())?);
         listeners.http.push(l);
+    }
+    for addr in &cfg.http.https_addrs {
+        let l = TcpListener::bind(addr).await.map_err(|e| {
+            bind_error(
+                "HTTPS API",
+                *addr,
+                "client_addr or addresses.https, and ports.https / -https-port",
+                &e,
+            )
+        })?;
+        addrs.https.push(l.local_addr().map_err(|e| e.to_string())?);
+        listeners.https.push(l);
     }
     for addr in &cfg.dns.addrs {
         let l = DnsListeners::bind(*addr, dns_udp_sockets()).map_err(|e| {
@@ -162,17 +182,19 @@ mod tests {
         let a = |s: &str| s.parse::<SocketAddr>().unwrap();
         let all = BoundAddrs {
             http: vec![a("127.0.0.1:8500")],
+            https: vec![a("127.0.0.1:8501")],
             dns: vec![a("127.0.0.1:8600")],
             server: Some(a("127.0.0.1:8300")),
             serf: Some(a("127.0.0.1:8301")),
         };
         assert_eq!(
             all.ready_line(),
-            "==> muster ready: http=127.0.0.1:8500 dns=127.0.0.1:8600 server=127.0.0.1:8300 \
-             serf=127.0.0.1:8301"
+            "==> muster ready: http=127.0.0.1:8500 https=127.0.0.1:8501 dns=127.0.0.1:8600 \
+             server=127.0.0.1:8300 serf=127.0.0.1:8301"
         );
         let client = BoundAddrs {
             http: vec![a("127.0.0.1:8500"), a("10.0.0.1:8500")],
+            https: vec![],
             dns: vec![],
             server: None,
             serf: None,

@@ -27,6 +27,7 @@ mod listeners;
 pub mod logging;
 mod members;
 mod replica;
+pub mod rpc;
 pub mod syslog;
 
 use std::io::Write;
@@ -244,7 +245,9 @@ impl Agent {
                 }
             }
             // A client agent: an in-memory replica streamed from the servers gossip finds.
-            None => match replica::start(&node.datacenter, partial.server_stop.clone()) {
+            None => match outgoing_rpc_tls(&cfg)
+                .and_then(|tls| replica::start(&node.datacenter, tls, partial.server_stop.clone()))
+            {
                 Ok((handle, servers)) => {
                     replica_servers = Some(servers);
                     (
@@ -398,10 +401,39 @@ impl Agent {
             };
             let (fatal, addr) = (fatal_tx.clone(), *addr);
             front_tasks.spawn(async move {
-                if let Err(e) = http::serve(l, ctx).await {
+                if let Err(e) = http::serve(l, ctx, None).await {
                     let _ = fatal.try_send(format!("HTTP API on {addr} failed: {e}"));
                 }
             });
+        }
+        if !listeners.https.is_empty() {
+            let tls = {
+                let cfg = config.load();
+                match crate::tls::server_config(&cfg.tls.https) {
+                    Ok(c) => http::HttpsSettings {
+                        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(c)),
+                        handshake_timeout: cfg.tls.https_handshake_timeout,
+                    },
+                    Err(e) => return Err(partial.abort(format!("tls.https: {e}")).await),
+                }
+            };
+            for (l, addr) in listeners.https.into_iter().zip(&addrs.https) {
+                let ctx = HttpContext {
+                    node: node.clone(),
+                    config: config.clone(),
+                    local: local.clone(),
+                    catalog: catalog.clone(),
+                    members: members.clone(),
+                    control: control.clone(),
+                    shutdown: partial.front.clone(),
+                };
+                let (fatal, addr, tls) = (fatal_tx.clone(), *addr, tls.clone());
+                front_tasks.spawn(async move {
+                    if let Err(e) = http::serve(l, ctx, Some(tls)).await {
+                        let _ = fatal.try_send(format!("HTTPS API on {addr} failed: {e}"));
+                    }
+                });
+            }
         }
 
         tracing::info!(
@@ -410,6 +442,7 @@ impl Agent {
             datacenter = %node.datacenter,
             server = node.server,
             http = ?addrs.http,
+            https = ?addrs.https,
             dns = ?addrs.dns,
             rpc = ?addrs.server,
             "agent started"
@@ -793,6 +826,8 @@ async fn start_server(
         std::net::SocketAddr::new(node.advertise_addr, rpc_port).to_string(),
         node.datacenter.clone(),
     );
+    server_cfg.rpc_tls = outgoing_rpc_tls(cfg)?;
+    let listener_tls = rpc_listener_tls(cfg)?;
     let (hb, emin, emax) = raft_timings(cfg.server.raft_multiplier, &server_cfg);
     server_cfg.heartbeat_interval = hb;
     server_cfg.election_timeout_min = emin;
@@ -812,10 +847,9 @@ async fn start_server(
     let router = handle.rpc_router();
     let stop = partial.server_stop.clone();
     let fatal = fatal.clone();
+    let handshake_timeout = cfg.tls.rpc_handshake_timeout;
     tasks.spawn(async move {
-        let served = axum::serve(rpc_listener, router)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await;
+        let served = rpc::serve(rpc_listener, router, listener_tls, handshake_timeout, stop).await;
         if let Err(e) = served {
             let _ = fatal.try_send(format!("server RPC listener failed: {e}"));
         }
@@ -851,6 +885,39 @@ async fn start_server(
     Ok(handle)
 }
 
+/// TLS for every RPC this agent makes to servers, when `tls.internal_rpc.verify_outgoing`
+/// (or `verify_server_hostname`) asks for it: the CA as the only root, this agent's
+/// certificate, and the server's certificate checked for `server.<dc>.<domain>` with
+/// `verify_server_hostname`, else for the chain only.
+fn outgoing_rpc_tls(cfg: &RuntimeConfig) -> Result<Option<muster_server::RpcTls>, String> {
+    let rpc = &cfg.tls.internal_rpc;
+    if !rpc.verify_outgoing {
+        return Ok(None);
+    }
+    let identity = if cfg.tls.verify_server_hostname {
+        crate::tls::ServerIdentity::Name(cfg.tls.server_name.clone())
+    } else {
+        crate::tls::ServerIdentity::ChainOnly
+    };
+    let config = crate::tls::client_config(rpc, identity)
+        .map_err(|e| format!("tls.internal_rpc (outgoing): {e}"))?;
+    Ok(Some(muster_server::RpcTls(Arc::new(config))))
+}
+
+/// TLS on the server RPC port, when `tls.internal_rpc` has a certificate and key.
+fn rpc_listener_tls(cfg: &RuntimeConfig) -> Result<Option<rpc::RpcTlsListener>, String> {
+    let rpc = &cfg.tls.internal_rpc;
+    if !rpc.has_cert() {
+        return Ok(None);
+    }
+    let config = crate::tls::server_config(rpc)
+        .map_err(|e| format!("tls.internal_rpc (server RPC port): {e}"))?;
+    Ok(Some(rpc::RpcTlsListener {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        verify_incoming: rpc.verify_incoming,
+    }))
+}
+
 /// The settings a reload cannot change, by key, when they differ.
 fn restart_needed(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<&'static str> {
     let mut keys = Vec::new();
@@ -870,6 +937,7 @@ fn restart_needed(old: &RuntimeConfig, new: &RuntimeConfig) -> Vec<&'static str>
     check(old.gossip != new.gossip, "gossip settings");
     check(old.http != new.http, "http settings");
     check(old.dns.addrs != new.dns.addrs, "addresses.dns");
+    check(old.tls != new.tls, "tls");
     check(old.logging.json != new.logging.json, "log_json");
     check(old.logging.syslog != new.logging.syslog, "enable_syslog");
     check(
@@ -913,8 +981,9 @@ pub fn banner(
         line(
             "Client Addr",
             format!(
-                "[{clients}] (HTTP: {}, HTTPS: -1, gRPC: -1, DNS: {})",
+                "[{clients}] (HTTP: {}, HTTPS: {}, gRPC: -1, DNS: {})",
                 port(http),
+                port(addrs.https.first().map(|a| a.port())),
                 port(dns)
             ),
         ),
@@ -931,8 +1000,10 @@ pub fn banner(
         line(
             "Encrypt",
             format!(
-                "Gossip: {}, TLS-Outgoing: false, TLS-Incoming: false, Auto-Encrypt-TLS: false",
-                cfg.gossip.encrypt_key.is_some() && cfg.gossip.encrypt_verify_outgoing
+                "Gossip: {}, TLS-Outgoing: {}, TLS-Incoming: {}, Auto-Encrypt-TLS: false",
+                cfg.gossip.encrypt_key.is_some() && cfg.gossip.encrypt_verify_outgoing,
+                cfg.tls.internal_rpc.verify_outgoing,
+                cfg.tls.internal_rpc.verify_incoming
             ),
         ),
     ]
@@ -1124,6 +1195,7 @@ mod tests {
         };
         let addrs = BoundAddrs {
             http: vec!["127.0.0.1:8500".parse().unwrap()],
+            https: vec![],
             dns: vec![],
             server: Some("127.0.0.1:8300".parse().unwrap()),
             serf: Some("127.0.0.1:8301".parse().unwrap()),

@@ -37,10 +37,13 @@ pub fn server_addrs(members: &[Member], datacenter: &str) -> Vec<String> {
 /// [`follow_servers`] feeds it from the member list.
 pub fn start(
     datacenter: &str,
+    rpc_tls: Option<muster_server::RpcTls>,
     shutdown: CancellationToken,
 ) -> Result<(ServerHandle, watch::Sender<Vec<String>>), String> {
     let (tx, rx) = watch::channel(Vec::new());
-    let handle = CatalogReplica::start(ReplicaConfig::new(datacenter), rx, shutdown)
+    let mut config = ReplicaConfig::new(datacenter);
+    config.rpc_tls = rpc_tls;
+    let handle = CatalogReplica::start(config, rx, shutdown)
         .map_err(|e| format!("cannot start the catalog replica: {e}"))?;
     Ok((handle, tx))
 }

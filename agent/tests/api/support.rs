@@ -223,7 +223,7 @@ impl TestAgent {
             shutdown: token.clone(),
         };
         tasks.push(tokio::spawn(async move {
-            serve(http, ctx).await.expect("http serves");
+            serve(http, ctx, None).await.expect("http serves");
         }));
 
         TestAgent {

@@ -159,7 +159,7 @@ impl TestNode {
             shutdown: token.clone(),
         };
         tasks.push(tokio::spawn(async move {
-            let _ = serve(http, ctx).await;
+            let _ = serve(http, ctx, None).await;
         }));
         TestNode {
             n,

@@ -36,8 +36,8 @@ use crate::watch::TableWatches;
 
 // What the client side of the replica (`crate::replica`) needs to speak the RPC protocol.
 pub(crate) use network::{
-    PATH_ACL_RESOLVE, PATH_ACL_STATE, PATH_READ_INDEX, PATH_WRITE, PostError, Reply,
-    encode_request, http_client_with,
+    PATH_ACL_RESOLVE, PATH_ACL_STATE, PATH_READ_INDEX, PATH_WRITE, PostError, Reply, RpcClient,
+    encode_request, error_chain, http_client_with,
 };
 pub(crate) use rpc::{AclResolve, ForwardError, ForwardWrite};
 

@@ -2,7 +2,8 @@
 //! write and read-index calls.
 //!
 //! Invariants: one `reqwest::Client` per server, shared by every connection (`.no_proxy()`,
-//! plain HTTP, TLS provider passed explicitly so nothing depends on a process-wide default);
+//! plain HTTP, or HTTPS with the agent's [`RpcTls`] config when `tls.internal_rpc` asks for
+//! it; TLS provider passed explicitly so nothing depends on a process-wide default);
 //! every request carries the timeout openraft gives (`RPCOption::hard_ttl`) or the caller's
 //! remaining budget; connect failures map to `Unreachable` (openraft backs off), other
 //! transport failures to `Network`, and errors the remote Raft reports come back as
@@ -27,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{NodeId, ServerNode, TypeConfig};
+use crate::config::RpcTls;
 
 /// Version of the RPC envelopes this build speaks.
 pub(crate) const RPC_VERSION: u32 = 1;
@@ -60,15 +62,16 @@ pub(crate) struct Reply<T> {
     pub(crate) result: T,
 }
 
-/// A failed HTTP exchange.
+/// A failed HTTP exchange. Transport errors carry their whole source chain: the reason a
+/// TLS handshake failed is only there.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PostError {
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {}", error_chain(source))]
     Connect {
         addr: String,
         source: reqwest::Error,
     },
-    #[error("request to {addr} failed: {source}")]
+    #[error("request to {addr} failed: {}", error_chain(source))]
     Transport {
         addr: String,
         source: reqwest::Error,
@@ -86,30 +89,67 @@ pub(crate) enum PostError {
     },
 }
 
+/// An error and its sources, `a: b: c` (reqwest's own text hides the cause).
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// The HTTP client for server RPCs and the scheme it speaks (`https` with TLS).
+#[derive(Clone)]
+pub(crate) struct RpcClient {
+    pub(crate) client: reqwest::Client,
+    scheme: &'static str,
+}
+
+impl RpcClient {
+    /// The URL of `path` on the server at `addr` (`ip:port`).
+    pub(crate) fn url(&self, addr: &str, path: &str) -> String {
+        format!("{}://{addr}{path}", self.scheme)
+    }
+}
+
 /// The shared HTTP client for server-to-server calls.
-pub(crate) fn http_client() -> Result<reqwest::Client, String> {
-    http_client_with(|b| b)
+pub(crate) fn http_client(tls: Option<&RpcTls>) -> Result<RpcClient, String> {
+    http_client_with(tls, |b| b)
 }
 
 /// [`http_client`] with extra settings on top (the replica bounds connects and keeps
 /// connections alive so that a dead server's pooled connection fails fast).
 pub(crate) fn http_client_with(
+    tls: Option<&RpcTls>,
     extra: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
-) -> Result<reqwest::Client, String> {
-    // Raft RPC is plain HTTP, but reqwest needs a TLS backend to build; hand it one with an
-    // explicit provider instead of relying on a process-wide default (which would panic).
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(rustls::RootCertStore::empty())
-        .with_no_client_auth();
+) -> Result<RpcClient, String> {
+    let (config, scheme) = match tls {
+        Some(tls) => ((*tls.0).clone(), "https"),
+        // Plain HTTP, but reqwest needs a TLS backend to build; hand it one with an explicit
+        // provider instead of relying on a process-wide default (which would panic).
+        None => {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+            (config, "http")
+        }
+    };
     let builder = reqwest::Client::builder()
         .no_proxy()
-        .tls_backend_preconfigured(tls)
+        .tls_backend_preconfigured(config)
         .tcp_nodelay(true)
         .pool_idle_timeout(Duration::from_secs(90));
-    extra(builder).build().map_err(|e| e.to_string())
+    let client = extra(builder).build().map_err(|e| e.to_string())?;
+    Ok(RpcClient { client, scheme })
 }
 
 /// Encodes a request body.
@@ -124,16 +164,17 @@ pub(crate) fn encode_request<T: Serialize>(addr: &str, body: &T) -> Result<Vec<u
     })
 }
 
-/// POSTs an encoded envelope to `http://{addr}{path}` and decodes the reply's result.
+/// POSTs an encoded envelope to `{scheme}://{addr}{path}` and decodes the reply's result.
 pub(crate) async fn post<T: DeserializeOwned>(
-    client: &reqwest::Client,
+    rpc: &RpcClient,
     addr: &str,
     path: &str,
     body: Vec<u8>,
     timeout: Duration,
 ) -> Result<T, PostError> {
-    let resp = client
-        .post(format!("http://{addr}{path}"))
+    let resp = rpc
+        .client
+        .post(rpc.url(addr, path))
         .timeout(timeout)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body)
@@ -199,13 +240,13 @@ impl PeerAddrs {
 
 /// openraft's connection factory.
 pub(crate) struct Network {
-    pub(crate) client: reqwest::Client,
+    pub(crate) client: RpcClient,
     pub(crate) peers: Arc<PeerAddrs>,
 }
 
 /// A connection to one peer (its id and recorded address; the client pools sockets).
 pub(crate) struct Connection {
-    client: reqwest::Client,
+    client: RpcClient,
     target: NodeId,
     recorded: String,
     peers: Arc<PeerAddrs>,

@@ -31,7 +31,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::network::{
-    Network, PATH_READ_INDEX, PATH_WRITE, PeerAddrs, PostError, encode_request, http_client, post,
+    Network, PATH_READ_INDEX, PATH_WRITE, PeerAddrs, PostError, RpcClient, encode_request,
+    http_client, post,
 };
 use super::rpc::{ForwardError, ForwardWrite, ReadIndexReply};
 use super::store::{self};
@@ -166,7 +167,7 @@ pub(crate) struct Inner {
     config: ServerConfig,
     raft: Raft,
     shared: Arc<Shared>,
-    client: reqwest::Client,
+    client: RpcClient,
     /// Peer addresses from gossip (they win over the membership's; see `network`).
     peers: Arc<PeerAddrs>,
     storage: parking_lot::Mutex<Option<Storage>>,
@@ -244,7 +245,7 @@ impl CatalogServer {
         }
         .validate()
         .map_err(|e| ServerError::Config(e.to_string()))?;
-        let client = http_client().map_err(ServerError::Config)?;
+        let client = http_client(config.rpc_tls.as_ref()).map_err(ServerError::Config)?;
 
         let (storage, log_store, state_machine, shared) = store::open(data_dir).await?;
         let peers = Arc::new(PeerAddrs::default());

@@ -26,11 +26,12 @@ use super::wire::{PATH_STREAM, StreamReply, StreamRequest, WireServer};
 use crate::catalog::command::Command;
 use crate::catalog::model::Index;
 use crate::catalog::{Catalog, Table, TableIndexes};
+use crate::config::RpcTls;
 use crate::error::ServerError;
 use crate::raft::{
     AclResolve, Consistency, ForwardError, ForwardWrite, PATH_ACL_RESOLVE, PATH_ACL_STATE,
-    PATH_READ_INDEX, PATH_WRITE, PostError, RaftRole, RaftStatus, ReadMeta, Reply, ServerHandle,
-    ServerInfo, WriteOutcome, encode_request,
+    PATH_READ_INDEX, PATH_WRITE, PostError, RaftRole, RaftStatus, ReadMeta, Reply, RpcClient,
+    ServerHandle, ServerInfo, WriteOutcome, encode_request, error_chain,
 };
 use crate::watch::TableWatches;
 
@@ -58,8 +59,8 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The client for server RPCs: the servers' own client, with bounded connects and keepalive
 /// so a dead peer's pooled connection fails.
-fn replica_http_client() -> Result<reqwest::Client, String> {
-    crate::raft::http_client_with(|b| {
+fn replica_http_client(tls: Option<&RpcTls>) -> Result<RpcClient, String> {
+    crate::raft::http_client_with(tls, |b| {
         b.tcp_keepalive(Duration::from_secs(10))
             .connect_timeout(CONNECT_TIMEOUT)
     })
@@ -78,6 +79,9 @@ pub struct ReplicaConfig {
     /// long, which refreshes the replica's contact time (`X-Consul-LastContact`, DNS
     /// `max_stale`).
     pub poll_wait: Duration,
+    /// TLS for the RPCs to servers (`https://` with the agent's certificate); `None`: plain
+    /// HTTP.
+    pub rpc_tls: Option<RpcTls>,
 }
 
 impl ReplicaConfig {
@@ -87,6 +91,7 @@ impl ReplicaConfig {
             datacenter: datacenter.into(),
             rpc_hold_timeout: Duration::from_secs(7),
             poll_wait: Duration::from_secs(1),
+            rpc_tls: None,
         }
     }
 }
@@ -108,7 +113,7 @@ impl CatalogReplica {
                 "rpc_hold_timeout and poll_wait must be positive".into(),
             ));
         }
-        let client = replica_http_client().map_err(ServerError::Config)?;
+        let client = replica_http_client(config.rpc_tls.as_ref()).map_err(ServerError::Config)?;
         let state = ReplicaState::default();
         let shared = Arc::new(Shared {
             watches: TableWatches::new(state.catalog.indexes()),
@@ -159,7 +164,7 @@ struct Shared {
     leadership: watch::Sender<bool>,
     link: Mutex<Link>,
     servers: watch::Receiver<Vec<String>>,
-    client: reqwest::Client,
+    client: RpcClient,
     stop: CancellationToken,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     started: Instant,
@@ -211,28 +216,28 @@ impl Shared {
         let body = encode_request(addr, body)?;
         let mut resp = self
             .client
-            .post(format!("http://{addr}{path}"))
+            .client
+            .post(self.client.url(addr, path))
             .timeout(timeout)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body)
             .send()
             .await
             .map_err(|e| {
+                let text = error_chain(&e);
                 if e.is_connect() {
-                    Attempt::Unreachable(format!("cannot connect to {addr}: {e}"))
+                    Attempt::Unreachable(format!("cannot connect to {addr}: {text}"))
                 } else if e.is_timeout() {
-                    Attempt::TimedOut(format!("request to {addr} timed out: {e}"))
+                    Attempt::TimedOut(format!("request to {addr} timed out: {text}"))
                 } else {
-                    Attempt::Transport(format!("request to {addr} failed: {e}"))
+                    Attempt::Transport(format!("request to {addr} failed: {text}"))
                 }
             })?;
         let status = resp.status();
         let mut bytes = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| Attempt::Transport(format!("reading the reply of {addr}: {e}")))?
-        {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            Attempt::Transport(format!("reading the reply of {addr}: {}", error_chain(&e)))
+        })? {
             if bytes.len() + chunk.len() > MAX_STREAM_BODY {
                 return Err(Attempt::Transport(format!(
                     "the reply of {addr} exceeds {MAX_STREAM_BODY} bytes"
