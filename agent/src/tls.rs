@@ -14,13 +14,22 @@
 //!   validity dates, key usage (server auth) and the handshake signatures with rustls' own
 //!   WebPKI functions.
 //!
+//! - [`CertStore`]: the agent's certificate and key behind every listener and outgoing
+//!   config, re-read on SIGHUP ([`reload_certificates`]) so renewed files take effect without
+//!   a restart, as Consul's reload does. A file that fails to load or a key that does not
+//!   match keeps the old pair in use (and says so). CA files are read at start only.
+//!
 //! Invariant: every config is built from the ring provider explicitly (never a process-wide
 //! default) with the protocol versions from `tls_min_version` (TLS 1.2 or 1.3; rustls has no
 //! 1.0/1.1).
 
 use std::fmt;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use rustls::sign::CertifiedKey;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
@@ -188,12 +197,106 @@ pub fn load_roots(ca_file: Option<&Path>, ca_path: Option<&Path>) -> Result<Root
     Ok(roots)
 }
 
-/// The certificate chain and key of an interface, when it has both.
-fn identity(
-    iface: &TlsInterface,
-) -> Result<Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>, String> {
+/// A certificate and key from two files, swapped in place when the files change.
+pub struct CertStore {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    current: ArcSwap<CertifiedKey>,
+}
+
+/// Every live store, for [`reload_certificates`].
+static STORES: Mutex<Vec<Weak<CertStore>>> = Mutex::new(Vec::new());
+
+impl CertStore {
+    /// Loads the pair and registers it for reloads.
+    pub fn open(cert_file: &Path, key_file: &Path) -> Result<Arc<CertStore>, String> {
+        let store = Arc::new(CertStore {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current: ArcSwap::from_pointee(certified_key(cert_file, key_file)?),
+        });
+        let mut stores = STORES.lock();
+        stores.retain(|w| w.strong_count() > 0);
+        stores.push(Arc::downgrade(&store));
+        Ok(store)
+    }
+
+    /// Re-reads the files; true when the certificate changed. On error the old pair stays.
+    pub fn reload(&self) -> Result<bool, String> {
+        let next = certified_key(&self.cert_file, &self.key_file)?;
+        let changed = next.cert != self.current.load().cert;
+        if changed {
+            self.current.store(Arc::new(next));
+        }
+        Ok(changed)
+    }
+
+    fn get(&self) -> Arc<CertifiedKey> {
+        self.current.load_full()
+    }
+}
+
+fn certified_key(cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, String> {
+    CertifiedKey::from_der(load_certs(cert_file)?, load_key(key_file)?, &provider()).map_err(|e| {
+        format!(
+            "the key {} does not go with the certificate {}: {e}",
+            key_file.display(),
+            cert_file.display()
+        )
+    })
+}
+
+impl fmt::Debug for CertStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CertStore")
+            .field("cert_file", &self.cert_file)
+            .finish_non_exhaustive()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+}
+
+impl rustls::client::ResolvesClientCert for CertStore {
+    fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.get())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Re-reads every certificate store of this process (SIGHUP): one line per store whose
+/// certificate changed or failed to load.
+pub fn reload_certificates() {
+    let stores: Vec<Arc<CertStore>> = {
+        let mut stores = STORES.lock();
+        stores.retain(|w| w.strong_count() > 0);
+        stores.iter().filter_map(Weak::upgrade).collect()
+    };
+    for store in stores {
+        match store.reload() {
+            Ok(true) => {
+                tracing::info!(cert_file = %store.cert_file.display(), "TLS certificate reloaded");
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(
+                cert_file = %store.cert_file.display(),
+                error = %e,
+                "TLS certificate not reloaded; the previous one stays in use"
+            ),
+        }
+    }
+}
+
+/// The certificate store of an interface, when it has a certificate and key.
+fn identity(iface: &TlsInterface) -> Result<Option<Arc<CertStore>>, String> {
     match (&iface.cert_file, &iface.key_file) {
-        (Some(cert), Some(key)) => Ok(Some((load_certs(cert)?, load_key(key)?))),
+        (Some(cert), Some(key)) => Ok(Some(CertStore::open(cert, key)?)),
         (None, None) => Ok(None),
         _ => Err("cert_file and key_file must be given together".to_owned()),
     }
@@ -202,7 +305,7 @@ fn identity(
 /// The rustls config of a TLS listener (HTTPS or server RPC): the interface's certificate and
 /// key; with `verify_incoming`, client certificates signed by the CA are required.
 pub fn server_config(iface: &TlsInterface) -> Result<rustls::ServerConfig, String> {
-    let (chain, key) =
+    let store =
         identity(iface)?.ok_or_else(|| "a TLS listener needs cert_file and key_file".to_owned())?;
     let builder =
         rustls::ServerConfig::builder_with_provider(provider_with_suites(&iface.cipher_suites)?)
@@ -217,9 +320,7 @@ pub fn server_config(iface: &TlsInterface) -> Result<rustls::ServerConfig, Strin
     } else {
         builder.with_no_client_auth()
     };
-    let mut config = builder
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("the certificate and key do not go together: {e}"))?;
+    let mut config = builder.with_cert_resolver(store);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -244,13 +345,26 @@ pub fn client_config(
     identity: ServerIdentity,
 ) -> Result<rustls::ClientConfig, String> {
     let roots = load_roots(iface.ca_file.as_deref(), iface.ca_path.as_deref())?;
+    let cert = match self::identity(iface)? {
+        Some(store) => ClientCert::Store(store),
+        None => ClientCert::None,
+    };
     client_config_from(
         provider_with_suites(&iface.cipher_suites)?,
         roots,
-        self::identity(iface)?,
+        cert,
         iface.min_version,
         identity,
     )
+}
+
+/// The certificate an outgoing connection presents.
+enum ClientCert {
+    None,
+    /// Loaded once (the CLI).
+    Pair(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>),
+    /// The agent's, reloaded on SIGHUP.
+    Store(Arc<CertStore>),
 }
 
 /// [`client_config`] from loaded material.
@@ -260,13 +374,17 @@ pub fn client_config_with(
     min_version: TlsVersion,
     identity: ServerIdentity,
 ) -> Result<rustls::ClientConfig, String> {
+    let cert = match cert {
+        Some((chain, key)) => ClientCert::Pair(chain, key),
+        None => ClientCert::None,
+    };
     client_config_from(provider(), roots, cert, min_version, identity)
 }
 
 fn client_config_from(
     provider: Arc<CryptoProvider>,
     roots: RootCertStore,
-    cert: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+    cert: ClientCert,
     min_version: TlsVersion,
     identity: ServerIdentity,
 ) -> Result<rustls::ClientConfig, String> {
@@ -277,10 +395,11 @@ fn client_config_from(
         .dangerous()
         .with_custom_certificate_verifier(verifier);
     let config = match cert {
-        Some((chain, key)) => builder
+        ClientCert::Pair(chain, key) => builder
             .with_client_auth_cert(chain, key)
             .map_err(|e| format!("the certificate and key do not go together: {e}"))?,
-        None => builder.with_no_client_auth(),
+        ClientCert::Store(store) => builder.with_client_cert_resolver(store),
+        ClientCert::None => builder.with_no_client_auth(),
     };
     Ok(config)
 }
@@ -395,6 +514,7 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
     use crate::cli::tls::{CaArgs, CertArgs, create_ca, create_cert};
+    use crate::config::TlsVersion;
 
     fn ca(dir: &Path) {
         create_ca(&CaArgs {
@@ -431,6 +551,80 @@ mod tests {
         let name = ServerName::try_from(dialled.to_owned()).unwrap();
         v.verify_server_cert(cert, &[], &name, &[], UnixTime::now())
             .is_ok()
+    }
+
+    /// The certificate a TLS listener built from `iface` presents to a new connection.
+    async fn presented(
+        acceptor: &tokio_rustls::TlsAcceptor,
+        dir: &Path,
+    ) -> CertificateDer<'static> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = acceptor.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _ = acceptor.accept(tcp).await;
+        });
+        let roots = load_roots(Some(&dir.join("consul-agent-ca.pem")), None).unwrap();
+        let config = client_config_with(
+            roots,
+            None,
+            TlsVersion::Tls12,
+            ServerIdentity::Name("server.dc1.consul".into()),
+        )
+        .unwrap();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = ServerName::try_from("server.dc1.consul").unwrap();
+        let tls = connector.connect(name, tcp).await.unwrap();
+        let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        drop(tls);
+        server.await.unwrap();
+        cert
+    }
+
+    #[tokio::test]
+    async fn renewed_certificate_files_are_served_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        ca(d);
+        let first = cert(d, true);
+        let second = cert(d, true);
+        assert_ne!(first, second);
+        let (live, live_key) = (d.join("live.pem"), d.join("live-key.pem"));
+        let install = |n: u32| {
+            std::fs::copy(d.join(format!("dc1-server-consul-{n}.pem")), &live).unwrap();
+            std::fs::copy(d.join(format!("dc1-server-consul-{n}-key.pem")), &live_key).unwrap();
+        };
+        install(0);
+        let iface = TlsInterface {
+            cert_file: Some(live.clone()),
+            key_file: Some(live_key.clone()),
+            ..TlsInterface::default()
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config(&iface).unwrap()));
+        assert_eq!(presented(&acceptor, d).await, first);
+        // Renewed in place, then SIGHUP: new connections get the new certificate.
+        install(1);
+        assert_eq!(
+            presented(&acceptor, d).await,
+            first,
+            "not before the reload"
+        );
+        reload_certificates();
+        assert_eq!(presented(&acceptor, d).await, second);
+        // A broken renewal keeps the working pair: a key that does not match the
+        // certificate, or not a key at all.
+        std::fs::copy(d.join("dc1-server-consul-0-key.pem"), &live_key).unwrap();
+        reload_certificates();
+        assert_eq!(presented(&acceptor, d).await, second, "mismatched key");
+        std::fs::write(&live_key, "garbage").unwrap();
+        reload_certificates();
+        assert_eq!(presented(&acceptor, d).await, second, "garbage key");
+        let mismatch = certified_key(&live, &d.join("dc1-server-consul-0-key.pem"))
+            .map(|_| ())
+            .unwrap_err();
+        assert!(mismatch.contains("does not go with"), "{mismatch}");
     }
 
     #[test]

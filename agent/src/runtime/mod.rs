@@ -595,7 +595,8 @@ impl Agent {
 
     /// Re-reads the configuration from the same sources and applies what can change at
     /// runtime: services and checks, check settings, node metadata, DNS settings and
-    /// recursors, the log level. Anything else is reported as needing a restart.
+    /// recursors, the log level, renewed TLS certificate and key files. Anything else is
+    /// reported as needing a restart.
     async fn reload(&mut self) -> Result<(), String> {
         let loaded = config::load(&self.args).map_err(|e| e.to_string())?;
         loaded.log();
@@ -618,6 +619,8 @@ impl Agent {
                 "changed in the configuration; restart the agent to apply it"
             );
         }
+        // Renewed certificate and key files (same paths) take effect now.
+        crate::tls::reload_certificates();
         let level = new.logging.level;
         self.config.store(Arc::new(new));
         if let Some(dns) = &self.dns
