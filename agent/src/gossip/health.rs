@@ -215,17 +215,9 @@ mod tests {
 
     fn id(name: &str) -> GossipId {
         GossipId {
-            addr: "127.0.0.1:1".parse().unwrap(),
             name: name.into(),
             bump: 9,
-            node_id: "id".into(),
-            datacenter: "dc1".into(),
-            server: false,
-            rpc_port: 0,
-            expect: 0,
-            bootstrap: false,
-            build: "b".into(),
-            extra: vec![],
+            ..crate::gossip::identity::tests::sample()
         }
     }
 

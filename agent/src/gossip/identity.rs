@@ -282,7 +282,7 @@ impl<'de> Deserialize<'de> for GossipId {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use foca::Identity;
 
     use super::*;
