@@ -230,7 +230,8 @@ KV_LINES=""
 if [[ " $SUITES " == *" catalog "* ]]; then
   KV=${KV:-$ROOT/../shared/bench/kv-anchor.sh}
   [[ -x $KV ]] || { log "no kv-anchor.sh at $KV"; exit 1; }
-  command -v etcd >/dev/null || { log "etcd missing: run $KV install"; exit 1; }
+  # etcd 3.4 and fio from Debian, as the shared harness installs them.
+  command -v etcd >/dev/null || "$KV" install >&2 || { log "cannot install etcd ($KV install)"; exit 1; }
   KV_RESULTS=$WORK/kv-results.txt; : >"$KV_RESULTS"
   # etcd first (its own members on 127.0.0.1:2379x), while this cluster idles
   DURATION=${KV_DURATION:-10} REPS=${KV_REPS:-1} CONCS=${CONCS:-8 32 128} MODES=unpinned \
