@@ -496,50 +496,18 @@ impl ServerCertVerifier for PinnedVerifier {
 }
 
 /// An error with its sources, `a: b: c` (reqwest and hyper hide the TLS reason in the chain).
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let next = s.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = s.source();
-    }
-    text
-}
+pub use muster_server::error_chain;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::tls::{CaArgs, CertArgs, create_ca, create_cert};
+    use crate::cli::tls::fixtures::{self, ca};
     use crate::config::TlsVersion;
 
-    fn ca(dir: &Path) {
-        create_ca(&CaArgs {
-            days: 30,
-            domain: "consul".into(),
-            dir: dir.to_path_buf(),
-        })
-        .unwrap();
-    }
-
     fn cert(dir: &Path, server: bool) -> CertificateDer<'static> {
-        let files = create_cert(&CertArgs {
-            server,
-            client: !server,
-            dc: "dc1".into(),
-            domain: "consul".into(),
-            days: 30,
-            ca: None,
-            key: None,
-            dns_names: vec![],
-            ips: vec![],
-            dir: dir.to_path_buf(),
-        })
-        .unwrap();
-        load_certs(&files[0]).unwrap().remove(0)
+        load_certs(&fixtures::cert(dir, server)[0])
+            .unwrap()
+            .remove(0)
     }
 
     fn verifier(dir: &Path, identity: ServerIdentity) -> PinnedVerifier {

@@ -39,7 +39,7 @@ pub use config::{RpcTls, ServerConfig, raft_id_from_node_id};
 pub use error::ServerError;
 pub use raft::{
     CatalogServer, Consistency, PeerStatus, RaftConfiguration, RaftRole, RaftServerState,
-    RaftStatus, ReadMeta, ServerHandle, ServerInfo, ServerNode, WriteOutcome,
+    RaftStatus, ReadMeta, ServerHandle, ServerInfo, ServerNode, WriteOutcome, error_chain,
 };
 pub use replica::{CatalogReplica, ReplicaConfig};
 pub use storage::StoreError;

@@ -288,13 +288,15 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// Certificates for tests elsewhere in the crate, made by the code above.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rustls::client::danger::ServerCertVerifier as _;
-    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+pub(crate) mod fixtures {
+    use std::path::{Path, PathBuf};
 
-    fn ca(dir: &Path) {
+    use super::{CaArgs, CertArgs, create_ca, create_cert};
+
+    /// A CA in `dir` (`consul-agent-ca.pem`, `consul-agent-ca-key.pem`, 30 days).
+    pub(crate) fn ca(dir: &Path) {
         create_ca(&CaArgs {
             days: 30,
             domain: "consul".into(),
@@ -302,6 +304,32 @@ mod tests {
         })
         .unwrap();
     }
+
+    /// The next server (or client) certificate of dc1 signed by the CA in `dir`: its
+    /// certificate and key files.
+    pub(crate) fn cert(dir: &Path, server: bool) -> Vec<PathBuf> {
+        create_cert(&CertArgs {
+            server,
+            client: !server,
+            dc: "dc1".into(),
+            domain: "consul".into(),
+            days: 30,
+            ca: None,
+            key: None,
+            dns_names: vec![],
+            ips: vec![],
+            dir: dir.to_path_buf(),
+        })
+        .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::ca;
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
     fn cert(dir: &Path, server: bool) -> Vec<PathBuf> {
         create_cert(&CertArgs {

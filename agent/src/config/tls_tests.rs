@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{ConfigError, LoadedConfig, TlsVersion, validate_paths};
-use crate::cli::tls::{CaArgs, CertArgs, create_ca, create_cert};
+use crate::cli::tls::fixtures;
 
 /// A temp dir with a CA, a server certificate and a config file `agent.json`.
 struct Setup {
@@ -15,25 +15,8 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let dir = tempfile::tempdir().unwrap();
-        create_ca(&CaArgs {
-            days: 30,
-            domain: "consul".into(),
-            dir: dir.path().to_path_buf(),
-        })
-        .unwrap();
-        create_cert(&CertArgs {
-            server: true,
-            client: false,
-            dc: "dc1".into(),
-            domain: "consul".into(),
-            days: 30,
-            ca: None,
-            key: None,
-            dns_names: vec![],
-            ips: vec![],
-            dir: dir.path().to_path_buf(),
-        })
-        .unwrap();
+        fixtures::ca(dir.path());
+        fixtures::cert(dir.path(), true);
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         Setup { dir }
     }
@@ -249,12 +232,7 @@ fn unreadable_or_invalid_pem_files_are_refused_with_the_file() {
 
     // A key of another certificate.
     let other = tempfile::tempdir().unwrap();
-    create_ca(&CaArgs {
-        days: 1,
-        domain: "consul".into(),
-        dir: other.path().to_path_buf(),
-    })
-    .unwrap();
+    fixtures::ca(other.path());
     let other_key = other.path().join("consul-agent-ca-key.pem");
     let (text, key) = s.err(serde_json::json!({"tls": {"defaults": {
         "cert_file": s.cert(), "key_file": other_key}}}));

@@ -234,34 +234,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::tls::{CaArgs, CertArgs, create_ca, create_cert};
+    use crate::cli::tls::fixtures;
     use crate::config::{TlsInterface, TlsVersion};
     use crate::tls::{ServerIdentity, client_config_with, load_certs, load_key, load_roots};
 
     /// A CA with a server and a client certificate in a temp dir.
     fn certs() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
-        create_ca(&CaArgs {
-            days: 1,
-            domain: "consul".into(),
-            dir: dir.path().to_path_buf(),
-        })
-        .unwrap();
-        for server in [true, false] {
-            create_cert(&CertArgs {
-                server,
-                client: !server,
-                dc: "dc1".into(),
-                domain: "consul".into(),
-                days: 1,
-                ca: None,
-                key: None,
-                dns_names: vec![],
-                ips: vec![],
-                dir: dir.path().to_path_buf(),
-            })
-            .unwrap();
-        }
+        fixtures::ca(dir.path());
+        fixtures::cert(dir.path(), true);
+        fixtures::cert(dir.path(), false);
         dir
     }
 

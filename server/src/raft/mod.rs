@@ -35,9 +35,10 @@ use crate::catalog::command::{Command, CommandResult};
 use crate::watch::TableWatches;
 
 // What the client side of the replica (`crate::replica`) needs to speak the RPC protocol.
+pub use network::error_chain;
 pub(crate) use network::{
     PATH_ACL_RESOLVE, PATH_ACL_STATE, PATH_READ_INDEX, PATH_WRITE, PostError, Reply, RpcClient,
-    encode_request, error_chain, http_client_with,
+    encode_request, http_client_with,
 };
 pub(crate) use rpc::{AclResolve, ForwardError, ForwardWrite};
 

@@ -89,8 +89,9 @@ pub(crate) enum PostError {
     },
 }
 
-/// An error and its sources, `a: b: c` (reqwest's own text hides the cause).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+/// An error and its sources, `a: b: c` (reqwest's and hyper's own texts hide the cause, a
+/// TLS reason included).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
