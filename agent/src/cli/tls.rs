@@ -308,6 +308,16 @@ pub(crate) mod fixtures {
     /// The next server (or client) certificate of dc1 signed by the CA in `dir`: its
     /// certificate and key files.
     pub(crate) fn cert(dir: &Path, server: bool) -> Vec<PathBuf> {
+        cert_with(dir, server, vec![], vec![])
+    }
+
+    /// [`cert`] with `-additional-dnsname`s and `-additional-ipaddress`es.
+    pub(crate) fn cert_with(
+        dir: &Path,
+        server: bool,
+        dns_names: Vec<String>,
+        ips: Vec<std::net::IpAddr>,
+    ) -> Vec<PathBuf> {
         create_cert(&CertArgs {
             server,
             client: !server,
@@ -316,8 +326,8 @@ pub(crate) mod fixtures {
             days: 30,
             ca: None,
             key: None,
-            dns_names: vec![],
-            ips: vec![],
+            dns_names,
+            ips,
             dir: dir.to_path_buf(),
         })
         .unwrap()
@@ -332,19 +342,8 @@ mod tests {
     use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 
     fn cert(dir: &Path, server: bool) -> Vec<PathBuf> {
-        create_cert(&CertArgs {
-            server,
-            client: !server,
-            dc: "dc1".into(),
-            domain: "consul".into(),
-            days: 30,
-            ca: None,
-            key: None,
-            dns_names: vec!["db1.example".into()],
-            ips: vec!["10.0.0.7".parse().unwrap()],
-            dir: dir.to_path_buf(),
-        })
-        .unwrap()
+        let ip = "10.0.0.7".parse().unwrap();
+        fixtures::cert_with(dir, server, vec!["db1.example".into()], vec![ip])
     }
 
     /// Verifies `cert` for `name` against the CA file with rustls' WebPKI verifier.

@@ -389,7 +389,26 @@ impl Agent {
         // --- HTTP --------------------------------------------------------------------------------
         let config = Arc::new(ArcSwap::from_pointee(cfg));
         let (control, control_rx) = AgentControl::channel();
-        for (l, addr) in listeners.http.into_iter().zip(&addrs.http) {
+        let https = if listeners.https.is_empty() {
+            None
+        } else {
+            let cfg = config.load();
+            match crate::tls::server_config(&cfg.tls.https) {
+                Ok(c) => Some(http::HttpsSettings {
+                    acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(c)),
+                    handshake_timeout: cfg.tls.https_handshake_timeout,
+                }),
+                Err(e) => return Err(partial.abort(format!("tls.https: {e}")).await),
+            }
+        };
+        let plain = listeners
+            .http
+            .into_iter()
+            .zip(&addrs.http)
+            .map(|(l, a)| (l, a, None));
+        let tls =
+            (listeners.https.into_iter().zip(&addrs.https)).map(|(l, a)| (l, a, https.clone()));
+        for (l, addr, tls) in plain.chain(tls) {
             let ctx = HttpContext {
                 node: node.clone(),
                 config: config.clone(),
@@ -400,40 +419,16 @@ impl Agent {
                 shutdown: partial.front.clone(),
             };
             let (fatal, addr) = (fatal_tx.clone(), *addr);
+            let api = if tls.is_some() {
+                "HTTPS API"
+            } else {
+                "HTTP API"
+            };
             front_tasks.spawn(async move {
-                if let Err(e) = http::serve(l, ctx, None).await {
-                    let _ = fatal.try_send(format!("HTTP API on {addr} failed: {e}"));
+                if let Err(e) = http::serve(l, ctx, tls).await {
+                    let _ = fatal.try_send(format!("{api} on {addr} failed: {e}"));
                 }
             });
-        }
-        if !listeners.https.is_empty() {
-            let tls = {
-                let cfg = config.load();
-                match crate::tls::server_config(&cfg.tls.https) {
-                    Ok(c) => http::HttpsSettings {
-                        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(c)),
-                        handshake_timeout: cfg.tls.https_handshake_timeout,
-                    },
-                    Err(e) => return Err(partial.abort(format!("tls.https: {e}")).await),
-                }
-            };
-            for (l, addr) in listeners.https.into_iter().zip(&addrs.https) {
-                let ctx = HttpContext {
-                    node: node.clone(),
-                    config: config.clone(),
-                    local: local.clone(),
-                    catalog: catalog.clone(),
-                    members: members.clone(),
-                    control: control.clone(),
-                    shutdown: partial.front.clone(),
-                };
-                let (fatal, addr, tls) = (fatal_tx.clone(), *addr, tls.clone());
-                front_tasks.spawn(async move {
-                    if let Err(e) = http::serve(l, ctx, Some(tls)).await {
-                        let _ = fatal.try_send(format!("HTTPS API on {addr} failed: {e}"));
-                    }
-                });
-            }
         }
 
         tracing::info!(
