@@ -15,7 +15,9 @@ use axum::http::Method;
 use axum::response::Response;
 use axum::routing::get;
 use muster_server::Command;
-use muster_server::catalog::acl::{AclCommand, AclPolicy, AclState, AclToken, PolicyLink};
+use muster_server::catalog::acl::{
+    AclCommand, AclPolicy, AclState, AclToken, NodeIdentity, PolicyLink, ServiceIdentity,
+};
 use serde_json::Value;
 
 use super::error::ApiError;
@@ -260,7 +262,91 @@ async fn list_policies(
     Ok(json(&list, q.pretty()))
 }
 
-/// A token from a request body: policies by `ID` or `Name`, secrets optional.
+/// The items of a list field (none when absent).
+fn list<'a>(body: &'a Value, name: &str) -> Result<&'a [Value], ApiError> {
+    match field(body, name) {
+        Value::Null => Ok(&[]),
+        Value::Array(items) => Ok(items),
+        _ => Err(ApiError::bad(format!(
+            "Request decode failed: {name} must be a list"
+        ))),
+    }
+}
+
+fn service_identities(body: &Value) -> Result<Vec<ServiceIdentity>, ApiError> {
+    let mut out: Vec<ServiceIdentity> = Vec::new();
+    for item in list(body, "ServiceIdentities")? {
+        let name = string(item, "ServiceName")?;
+        if name.is_empty() {
+            return Err(ApiError::bad(
+                "Service identity is missing the service name field on this token",
+            ));
+        }
+        if !muster_server::catalog::acl::valid_service_identity_name(&name) {
+            return Err(ApiError::bad(format!(
+                "Service identity {name:?} has an invalid name. Only lowercase alphanumeric \
+                 characters, '-' and '_' are allowed"
+            )));
+        }
+        let mut datacenters = Vec::new();
+        for dc in list(item, "Datacenters")? {
+            match dc {
+                Value::String(dc) => datacenters.push(dc.clone()),
+                other => {
+                    return Err(ApiError::bad(format!(
+                        "Request decode failed: Datacenters must be strings, not {other}"
+                    )));
+                }
+            }
+        }
+        // Consul merges repeated names (datacenters joined; empty means all).
+        match out.iter_mut().find(|s| s.service_name == name) {
+            Some(s) if s.datacenters.is_empty() || datacenters.is_empty() => {
+                s.datacenters.clear();
+            }
+            Some(s) => s.datacenters.extend(datacenters),
+            None => out.push(ServiceIdentity {
+                service_name: name,
+                datacenters,
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn node_identities(body: &Value) -> Result<Vec<NodeIdentity>, ApiError> {
+    let mut out: Vec<NodeIdentity> = Vec::new();
+    for item in list(body, "NodeIdentities")? {
+        let (name, dc) = (string(item, "NodeName")?, string(item, "Datacenter")?);
+        if name.is_empty() {
+            return Err(ApiError::bad(
+                "Node identity is missing the node name field on this token",
+            ));
+        }
+        if dc.is_empty() {
+            return Err(ApiError::bad(
+                "Node identity is missing the datacenter field on this token",
+            ));
+        }
+        if !muster_server::catalog::acl::valid_node_identity_name(&name) {
+            return Err(ApiError::bad(format!(
+                "Node identity {name:?} has an invalid name. Only alphanumeric characters, '-' \
+                 and '_' are allowed"
+            )));
+        }
+        let identity = NodeIdentity {
+            node_name: name,
+            datacenter: dc,
+        };
+        if !out.contains(&identity) {
+            out.push(identity);
+        }
+    }
+    Ok(out)
+}
+
+/// A token from a request body: policies by `ID` or `Name`, service and node identities,
+/// secrets optional.
 fn token_from(body: &Value, state: &AclState) -> Result<AclToken, ApiError> {
     let mut links = Vec::new();
     match field(body, "Policies") {
@@ -303,6 +389,8 @@ fn token_from(body: &Value, state: &AclState) -> Result<AclToken, ApiError> {
         secret_id: string(body, "SecretID")?,
         description: string(body, "Description")?,
         policies: links,
+        service_identities: service_identities(body)?,
+        node_identities: node_identities(body)?,
         local,
         create_time: now_rfc3339(),
         ..AclToken::default()

@@ -428,3 +428,168 @@ async fn policies_and_tokens_update_in_place() {
     );
     agent.stop().await;
 }
+
+/// A token with `body` (identities) created by `root`; its secret and its JSON.
+async fn token_from_body(agent: &TestAgent, root: &str, body: Value) -> (String, Value) {
+    let (status, text) = call(agent, Method::PUT, "/v1/acl/token", Some(root), Some(body)).await;
+    assert_eq!(status, 200, "{text}");
+    let token: Value = serde_json::from_str(&text).unwrap();
+    (token["SecretID"].as_str().unwrap().to_owned(), token)
+}
+
+#[tokio::test]
+async fn service_and_node_identities_grant_consuls_templated_rules() {
+    let agent = TestAgent::start(acl_agent()).await;
+    let root = bootstrap(&agent).await;
+    let (web, json_token) = token_from_body(
+        &agent,
+        &root,
+        json!({"Description": "web", "ServiceIdentities": [{"ServiceName": "web"}]}),
+    )
+    .await;
+    assert_eq!(
+        json_token["ServiceIdentities"],
+        json!([{"ServiceName": "web"}])
+    );
+    assert!(
+        json_token.get("NodeIdentities").is_none(),
+        "omitted when empty"
+    );
+    let put = |path: &'static str, token: String, body: Value| {
+        let agent = &agent;
+        async move { call(agent, Method::PUT, path, Some(&token), Some(body)).await }
+    };
+    // service "web" and its sidecar: write; any other service: no write.
+    for name in ["web", "web-sidecar-proxy"] {
+        let (status, body) = put(
+            "/v1/agent/service/register",
+            web.clone(),
+            json!({"Name": name, "Port": 80}),
+        )
+        .await;
+        assert_eq!(status, 200, "{name}: {body}");
+    }
+    let (status, body) = put(
+        "/v1/agent/service/register",
+        web.clone(),
+        json!({"Name": "db"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body.as_str()),
+        (
+            403,
+            "Permission denied: token lacks permission 'service:write' on \"db\""
+        )
+    );
+    // Every service and node readable (service_prefix "" and node_prefix "" read).
+    let (status, _) = call(
+        &agent,
+        Method::PUT,
+        "/v1/catalog/register",
+        Some(&root),
+        Some(json!({"Node": "ext-9", "Address": "192.0.2.9", "Service": {"Service": "db"}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, body) = call(
+        &agent,
+        Method::GET,
+        "/v1/catalog/services",
+        Some(&web),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let services: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        services.get("db").is_some() && services.get("web").is_some(),
+        "{services}"
+    );
+    let (_, body) = call(&agent, Method::GET, "/v1/catalog/nodes", Some(&web), None).await;
+    assert!(body.contains("ext-9") && body.contains(NODE), "{body}");
+    // A service identity limited to another datacenter grants nothing here.
+    let (elsewhere, _) = token_from_body(
+        &agent,
+        &root,
+        json!({"ServiceIdentities": [{"ServiceName": "web", "Datacenters": ["dc9"]}]}),
+    )
+    .await;
+    let (status, _) = put(
+        "/v1/agent/service/register",
+        elsewhere,
+        json!({"Name": "web"}),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // A node identity: its node writable in its datacenter, services readable.
+    let (node, json_token) = token_from_body(
+        &agent,
+        &root,
+        json!({"NodeIdentities": [{"NodeName": "ext-1", "Datacenter": "dc1"}]}),
+    )
+    .await;
+    assert_eq!(
+        json_token["NodeIdentities"],
+        json!([{"NodeName": "ext-1", "Datacenter": "dc1"}])
+    );
+    let (status, body) = put(
+        "/v1/catalog/register",
+        node.clone(),
+        json!({"Node": "ext-1", "Address": "192.0.2.1"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = put(
+        "/v1/catalog/register",
+        node.clone(),
+        json!({"Node": "ext-2", "Address": "192.0.2.2"}),
+    )
+    .await;
+    assert_eq!(status, 403, "another node");
+    let (_, body) = call(
+        &agent,
+        Method::GET,
+        "/v1/catalog/services",
+        Some(&node),
+        None,
+    )
+    .await;
+    assert!(body.contains("\"db\""), "{body}");
+
+    // Bad identities: Consul's texts, nothing stored.
+    for (body, want) in [
+        (
+            json!({"ServiceIdentities": [{"ServiceName": ""}]}),
+            "Service identity is missing the service name field on this token",
+        ),
+        (
+            json!({"ServiceIdentities": [{"ServiceName": "Web\" { policy = \"write\" } x"}]}),
+            "has an invalid name",
+        ),
+        (
+            json!({"NodeIdentities": [{"NodeName": "n1"}]}),
+            "Node identity is missing the datacenter field on this token",
+        ),
+        (
+            json!({"NodeIdentities": [{"NodeName": "n 1", "Datacenter": "dc1"}]}),
+            "has an invalid name",
+        ),
+        (
+            json!({"ServiceIdentities": {"ServiceName": "web"}}),
+            "ServiceIdentities must be a list",
+        ),
+    ] {
+        let (status, text) = call(
+            &agent,
+            Method::PUT,
+            "/v1/acl/token",
+            Some(&root),
+            Some(body.clone()),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains(want), "{body}: {text}");
+    }
+}

@@ -67,6 +67,65 @@ pub struct PolicyLink {
     pub name: String,
 }
 
+/// A service identity on a token: Consul's templated policy for one service (`service
+/// "<name>"` and its sidecar writable, every service and node readable).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ServiceIdentity {
+    /// The service it may register.
+    pub service_name: String,
+    /// Datacenters where it applies (empty: all).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub datacenters: Vec<String>,
+}
+
+/// A node identity on a token: Consul's templated policy for one agent's node (`node
+/// "<name>"` writable, every service readable), in one datacenter.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct NodeIdentity {
+    /// The node it may register.
+    pub node_name: String,
+    /// The datacenter where it applies.
+    pub datacenter: String,
+}
+
+impl ServiceIdentity {
+    /// The policy it stands for (Consul's `ACLServiceIdentity.SyntheticPolicy`).
+    pub fn policy(&self) -> AclPolicy {
+        let n = &self.service_name;
+        AclPolicy {
+            name: format!("synthetic-policy-service-identity-{n}"),
+            description: format!("synthetic policy of the service identity {n}"),
+            rules: format!(
+                "service \"{n}\" {{ policy = \"write\" }}\n\
+                 service \"{n}-sidecar-proxy\" {{ policy = \"write\" }}\n\
+                 service_prefix \"\" {{ policy = \"read\" }}\n\
+                 node_prefix \"\" {{ policy = \"read\" }}\n"
+            ),
+            datacenters: self.datacenters.clone(),
+            ..AclPolicy::default()
+        }
+    }
+}
+
+impl NodeIdentity {
+    /// The policy it stands for (Consul's `ACLNodeIdentity.SyntheticPolicy`).
+    pub fn policy(&self) -> AclPolicy {
+        let n = &self.node_name;
+        AclPolicy {
+            name: format!("synthetic-policy-node-identity-{n}"),
+            description: format!("synthetic policy of the node identity {n}"),
+            rules: format!(
+                "node \"{n}\" {{ policy = \"write\" }}\n\
+                 service_prefix \"\" {{ policy = \"read\" }}\n"
+            ),
+            datacenters: vec![self.datacenter.clone()],
+            ..AclPolicy::default()
+        }
+    }
+}
+
 /// A token (`/v1/acl/token`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -81,6 +140,12 @@ pub struct AclToken {
     pub description: String,
     /// Its policies.
     pub policies: Vec<PolicyLink>,
+    /// Its service identities (Consul omits the key when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub service_identities: Vec<ServiceIdentity>,
+    /// Its node identities (Consul omits the key when there are none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_identities: Vec<NodeIdentity>,
     /// Local to this datacenter (kept for Consul's shape; we have one datacenter).
     pub local: bool,
     /// RFC 3339 creation time, chosen by the proposer.
@@ -99,7 +164,8 @@ pub struct ResolvedToken {
     pub accessor_id: String,
     /// Linked to `global-management`: every request is allowed.
     pub management: bool,
-    /// The linked policies that exist, with their rules (empty for management tokens).
+    /// The linked policies that exist, with their rules, then the synthetic policies of its
+    /// service and node identities (empty for management tokens).
     pub policies: Vec<AclPolicy>,
 }
 
@@ -197,7 +263,50 @@ fn validate_token(t: &AclToken) -> Result<(), String> {
     if t.policies.iter().any(|l| l.id.is_empty()) {
         return Err("Invalid Token: a policy link without an ID".into());
     }
+    if t.service_identities.len() + t.node_identities.len() > MAX_TOKEN_POLICIES {
+        return Err(format!(
+            "Invalid Token: more than {MAX_TOKEN_POLICIES} service and node identities"
+        ));
+    }
+    // The names go into the synthetic policies' rules: only the characters Consul allows.
+    if let Some(s) = t
+        .service_identities
+        .iter()
+        .find(|s| !valid_service_identity_name(&s.service_name))
+    {
+        return Err(format!(
+            "Invalid Token: service identity {:?} has an invalid name",
+            s.service_name
+        ));
+    }
+    if let Some(n) = t
+        .node_identities
+        .iter()
+        .find(|n| !valid_node_identity_name(&n.node_name) || n.datacenter.is_empty())
+    {
+        return Err(format!(
+            "Invalid Token: node identity {:?} has an invalid name or no datacenter",
+            n.node_name
+        ));
+    }
     Ok(())
+}
+
+/// Consul's service identity names: lowercase letters, digits, `-` and `_`, starting and
+/// ending with a letter or digit, at most 256 bytes.
+pub fn valid_service_identity_name(n: &str) -> bool {
+    let edge = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    n.len() <= 256
+        && n.starts_with(edge)
+        && n.ends_with(edge)
+        && n.chars().all(|c| edge(c) || c == '-' || c == '_')
+}
+
+/// Consul's node identity names: letters, digits, `-` and `_`, 1 to 256 bytes.
+pub fn valid_node_identity_name(n: &str) -> bool {
+    (1..=256).contains(&n.len())
+        && n.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The builtin policy as it is until stored.
@@ -288,11 +397,10 @@ impl AclState {
         let policies = if management {
             Vec::new()
         } else {
-            token
-                .policies
-                .iter()
-                .filter_map(|l| self.policy(&l.id))
-                .collect()
+            let linked = token.policies.iter().filter_map(|l| self.policy(&l.id));
+            let services = token.service_identities.iter().map(ServiceIdentity::policy);
+            let nodes = token.node_identities.iter().map(NodeIdentity::policy);
+            linked.chain(services).chain(nodes).collect()
         };
         Some(ResolvedToken {
             accessor_id: token.accessor_id,
@@ -538,6 +646,73 @@ mod tests {
         let mut ruled = builtin_policy();
         ruled.rules = "operator = \"read\"".into();
         assert!(s.apply(9, &AclCommand::PolicySet(ruled)).is_err());
+    }
+
+    #[test]
+    fn identities_resolve_to_synthetic_policies_and_bad_names_are_refused() {
+        let mut s = AclState::default();
+        s.apply(2, &AclCommand::PolicySet(policy("p1", "readers")))
+            .unwrap();
+        let mut t = token("a1", "s1", &["p1"]);
+        t.service_identities = vec![ServiceIdentity {
+            service_name: "web".into(),
+            datacenters: vec!["dc2".into()],
+        }];
+        t.node_identities = vec![NodeIdentity {
+            node_name: "db-1".into(),
+            datacenter: "dc1".into(),
+        }];
+        s.apply(3, &AclCommand::TokenSet(t.clone())).unwrap();
+        let r = s.resolve("s1").unwrap();
+        let names: Vec<&str> = r.policies.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "readers",
+                "synthetic-policy-service-identity-web",
+                "synthetic-policy-node-identity-db-1"
+            ]
+        );
+        assert!(
+            r.policies[1]
+                .rules
+                .contains(r#"service "web-sidecar-proxy" { policy = "write" }"#)
+        );
+        assert_eq!(r.policies[1].datacenters, ["dc2"]);
+        assert!(
+            r.policies[2]
+                .rules
+                .contains(r#"node "db-1" { policy = "write" }"#)
+        );
+        assert_eq!(r.policies[2].datacenters, ["dc1"]);
+        // The token keeps them; its JSON omits empty lists as Consul does.
+        assert_eq!(
+            s.token("a1").unwrap().service_identities,
+            t.service_identities
+        );
+        let plain = serde_json::to_value(token("a2", "s2", &[])).unwrap();
+        assert!(plain.get("ServiceIdentities").is_none() && plain.get("NodeIdentities").is_none());
+        // Names go into rules: anything outside Consul's characters is refused.
+        for bad in ["Web", "web\" { policy = \"write\" } x", "-web", ""] {
+            let mut t = token("a3", "s3", &[]);
+            t.service_identities = vec![ServiceIdentity {
+                service_name: bad.into(),
+                datacenters: vec![],
+            }];
+            let e = AclCommand::TokenSet(t).validate().unwrap_err();
+            assert!(e.contains("invalid name"), "{bad:?}: {e}");
+        }
+        let mut t = token("a3", "s3", &[]);
+        t.node_identities = vec![NodeIdentity {
+            node_name: "n1".into(),
+            datacenter: String::new(),
+        }];
+        assert!(AclCommand::TokenSet(t).validate().is_err(), "no datacenter");
+        // Valid identities pass.
+        assert_eq!(
+            AclCommand::TokenSet(s.token("a1").unwrap()).validate(),
+            Ok(())
+        );
     }
 
     #[test]
