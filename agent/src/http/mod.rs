@@ -324,9 +324,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection (plain or TLS) until it ends; on shutdown the request in flight
-/// finishes, then the connection closes (keep-alive ends).
-async fn serve_connection<I>(
+/// Serves one HTTP/1.1 connection (plain or TLS) with `app` until it ends; on shutdown the
+/// request in flight finishes, then the connection closes (keep-alive ends). The API ports
+/// and the server RPC port both serve their connections through this.
+pub(crate) async fn serve_connection<I>(
     io: I,
     app: Router,
     conn: &hyper::server::conn::http1::Builder,

@@ -84,6 +84,19 @@ fn bind_error(what: &str, addr: SocketAddr, keys: &str, e: &std::io::Error) -> S
     format!("cannot bind the {what} on {addr} (set by {keys}): {e}")
 }
 
+/// Binds one TCP listener; the error names what it is for and the keys that set `addr`.
+async fn bind_tcp(
+    addr: SocketAddr,
+    what: &str,
+    keys: &str,
+) -> Result<(TcpListener, SocketAddr), String> {
+    let l = TcpListener::bind(addr)
+        .await
+        .map_err(|e| bind_error(what, addr, keys, &e))?;
+    let bound = l.local_addr().map_err(|e| e.to_string())?;
+    Ok((l, bound))
+}
+
 /// Binds everything the configuration asks for.
 pub async fn bind_all(cfg: &RuntimeConfig) -> Result<(Listeners, BoundAddrs), String> {
     let mut listeners = Listeners {
@@ -95,27 +108,23 @@ pub async fn bind_all(cfg: &RuntimeConfig) -> Result<(Listeners, BoundAddrs), St
     };
     let mut addrs = BoundAddrs::default();
     for addr in &cfg.http.addrs {
-        let l = TcpListener::bind(addr).await.map_err(|e| {
-            bind_error(
-                "HTTP API",
-                *addr,
-                "client_addr or addresses.http, and ports.http / -http-port",
-                &e,
-            )
-        })?;
-        addrs.http.push(l.local_addr().map_err(|e| e.to_string())?);
+        let (l, bound) = bind_tcp(
+            *addr,
+            "HTTP API",
+            "client_addr or addresses.http, and ports.http / -http-port",
+        )
+        .await?;
+        addrs.http.push(bound);
         listeners.http.push(l);
     }
     for addr in &cfg.http.https_addrs {
-        let l = TcpListener::bind(addr).await.map_err(|e| {
-            bind_error(
-                "HTTPS API",
-                *addr,
-                "client_addr or addresses.https, and ports.https / -https-port",
-                &e,
-            )
-        })?;
-        addrs.https.push(l.local_addr().map_err(|e| e.to_string())?);
+        let (l, bound) = bind_tcp(
+            *addr,
+            "HTTPS API",
+            "client_addr or addresses.https, and ports.https / -https-port",
+        )
+        .await?;
+        addrs.https.push(bound);
         listeners.https.push(l);
     }
     for addr in &cfg.dns.addrs {
@@ -131,16 +140,13 @@ pub async fn bind_all(cfg: &RuntimeConfig) -> Result<(Listeners, BoundAddrs), St
         listeners.dns.push(l);
     }
     if cfg.server.enabled {
-        let addr = cfg.server.rpc_addr;
-        let l = TcpListener::bind(addr).await.map_err(|e| {
-            bind_error(
-                "server RPC port",
-                addr,
-                "bind_addr / -bind, and ports.server / -server-port",
-                &e,
-            )
-        })?;
-        addrs.server = Some(l.local_addr().map_err(|e| e.to_string())?);
+        let (l, bound) = bind_tcp(
+            cfg.server.rpc_addr,
+            "server RPC port",
+            "bind_addr / -bind, and ports.server / -server-port",
+        )
+        .await?;
+        addrs.server = Some(bound);
         listeners.server = Some(l);
     }
     let (udp, tcp) = bind_serf(cfg.gossip.bind).map_err(|e| {

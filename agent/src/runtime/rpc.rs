@@ -212,23 +212,13 @@ async fn refuse_plaintext(mut stream: TcpStream, bound: Duration) {
 }
 
 /// Serves HTTP/1.1 on one connection until it closes or shutdown (the request in flight
-/// finishes first).
+/// finishes first), as the API ports do.
 async fn serve_http<I>(shared: &Shared, io: I)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let service = hyper_util::service::TowerToHyperService::new(shared.router.clone());
-    let serving = hyper::server::conn::http1::Builder::new()
-        .serve_connection(hyper_util::rt::TokioIo::new(io), service);
-    let mut serving = std::pin::pin!(serving);
-    match shared.stop.run_until_cancelled(serving.as_mut()).await {
-        Some(Ok(())) => {}
-        Some(Err(e)) => tracing::debug!(error = %e, "server RPC connection ended"),
-        None => {
-            serving.as_mut().graceful_shutdown();
-            let _ = serving.await;
-        }
-    }
+    let conn = hyper::server::conn::http1::Builder::new();
+    crate::http::serve_connection(io, shared.router.clone(), &conn, &shared.stop).await;
 }
 
 #[cfg(test)]
