@@ -107,6 +107,14 @@ struct Suspicion {
     seen: Instant,
 }
 
+impl Suspicion {
+    /// When our held timer runs out with the confirmations so far (`None`: no timer held).
+    fn deadline(&self, bounds: &Bounds) -> Option<Instant> {
+        self.timer.as_ref()?;
+        Some(self.started? + bounds.timeout(self.accusers.len() as u32))
+    }
+}
+
 /// The suspicions this agent holds or has heard confirmations for.
 #[derive(Debug, Default)]
 pub struct Suspicions {
@@ -130,15 +138,9 @@ impl Suspicions {
             return false;
         };
         let key = (member_id.name.clone(), member_id.bump, *incarnation);
-        if !self.by_key.contains_key(&key) && self.by_key.len() >= MAX_TRACKED {
+        let Some(s) = self.entry(key, now) else {
             return false;
-        }
-        let s = self.by_key.entry(key).or_insert_with(|| Suspicion {
-            started: None,
-            timer: None,
-            accusers: BTreeSet::new(),
-            seen: now,
-        });
+        };
         let new = s.started.is_none();
         if new {
             s.started = Some(now);
@@ -155,38 +157,38 @@ impl Suspicions {
             return;
         }
         let key = (a.name.clone(), a.bump, a.incarnation);
-        if !self.by_key.contains_key(&key) && self.by_key.len() >= MAX_TRACKED {
-            return;
+        if let Some(s) = self.entry(key, now) {
+            s.accusers.insert(a.accuser.clone());
         }
-        self.by_key
-            .entry(key)
-            .or_insert_with(|| Suspicion {
-                started: None,
-                timer: None,
-                accusers: BTreeSet::new(),
-                seen: now,
-            })
-            .accusers
-            .insert(a.accuser.clone());
+    }
+
+    /// The entry of `key`, made when missing; `None` when [`MAX_TRACKED`] are held already.
+    fn entry(&mut self, key: Key, now: Instant) -> Option<&mut Suspicion> {
+        if !self.by_key.contains_key(&key) && self.by_key.len() >= MAX_TRACKED {
+            return None;
+        }
+        Some(self.by_key.entry(key).or_insert_with(|| Suspicion {
+            started: None,
+            timer: None,
+            accusers: BTreeSet::new(),
+            seen: now,
+        }))
     }
 
     /// When the earliest held timer is due.
     pub fn next_deadline(&self, bounds: &Bounds) -> Option<Instant> {
         self.by_key
             .values()
-            .filter(|s| s.timer.is_some())
-            .filter_map(|s| Some(s.started? + bounds.timeout(s.accusers.len() as u32)))
+            .filter_map(|s| s.deadline(bounds))
             .min()
     }
 
-    /// The timers that are due, removed; foca checks that each is still current (a
-    /// refutation raised the incarnation, so a stale one does nothing).
+    /// The timers that are due, removed. The caller checks that each suspicion still stands
+    /// (a refutation raised the incarnation) before it hands the timer to foca.
     pub fn due(&mut self, now: Instant, bounds: &Bounds) -> Vec<Timer<GossipId>> {
         let mut out = Vec::new();
         for s in self.by_key.values_mut() {
-            if let (Some(started), Some(_)) = (s.started, &s.timer)
-                && now >= started + bounds.timeout(s.accusers.len() as u32)
-            {
+            if s.deadline(bounds).is_some_and(|at| now >= at) {
                 out.extend(s.timer.take());
             }
         }

@@ -966,11 +966,12 @@ impl GossipTask {
                 changed |= self.notify(n, now);
             }
             let items: Vec<Item> = self.intents.lock().drain(..).collect();
-            let me = self.view.me().name.clone();
             for item in &items {
                 match item {
                     Item::Intent(i) => changed |= self.view.intent(i, now),
-                    Item::Accusation(a) => self.suspicions.confirm(a, &me, now),
+                    Item::Accusation(a) => {
+                        self.suspicions.confirm(a, &self.view.me().name, now);
+                    }
                 }
             }
             if changed {
@@ -1072,7 +1073,6 @@ impl GossipTask {
                 let now_at = header.src_incarnation;
                 if let Some(before) = self.incarnation
                     && now_at > before
-                    && header.src == *self.foca.identity()
                 {
                     tracing::debug!(
                         incarnation = now_at,
