@@ -61,9 +61,7 @@ impl Intent {
         out.push(WIRE_VERSION);
         out.push(self.kind as u8);
         out.extend_from_slice(&self.bump.to_be_bytes());
-        let name = &self.name.as_bytes()[..self.name.len().min(255)];
-        out.push(name.len() as u8);
-        out.extend_from_slice(name);
+        put_name(&mut out, &self.name);
         out
     }
 
@@ -79,10 +77,24 @@ impl Intent {
             _ => return None,
         };
         let bump = b.get_u64();
-        let len = usize::from(b.get_u8());
-        let name = std::str::from_utf8(b.get(..len)?).ok()?.to_owned();
-        (!name.is_empty()).then_some(Intent { kind, name, bump })
+        let name = take_name(&mut b)?;
+        Some(Intent { kind, name, bump })
     }
+}
+
+/// Appends a name: one length byte, then at most 255 bytes of it.
+fn put_name(out: &mut Vec<u8>, name: &str) {
+    let b = &name.as_bytes()[..name.len().min(255)];
+    out.push(b.len() as u8);
+    out.extend_from_slice(b);
+}
+
+/// Takes a [`put_name`] name off the front of `b`; `None` when cut short, not UTF-8 or empty.
+fn take_name(b: &mut &[u8]) -> Option<String> {
+    let len = usize::from(*b.first()?);
+    let name = std::str::from_utf8(b.get(1..1 + len)?).ok()?.to_owned();
+    b.advance(1 + len);
+    (!name.is_empty()).then_some(name)
 }
 
 /// The kind byte of an [`Accusation`] (after the version byte, where an intent has its kind).
@@ -110,11 +122,8 @@ impl Accusation {
         out.push(ACCUSATION_KIND);
         out.extend_from_slice(&self.bump.to_be_bytes());
         out.extend_from_slice(&self.incarnation.to_be_bytes());
-        for s in [&self.name, &self.accuser] {
-            let b = &s.as_bytes()[..s.len().min(255)];
-            out.push(b.len() as u8);
-            out.extend_from_slice(b);
-        }
+        put_name(&mut out, &self.name);
+        put_name(&mut out, &self.accuser);
         out
     }
 
@@ -125,14 +134,8 @@ impl Accusation {
         }
         let bump = b.get_u64();
         let incarnation = b.get_u16();
-        let mut text = || -> Option<String> {
-            let len = usize::from(*b.first()?);
-            let s = std::str::from_utf8(b.get(1..1 + len)?).ok()?.to_owned();
-            b.advance(1 + len);
-            (!s.is_empty()).then_some(s)
-        };
-        let name = text()?;
-        let accuser = text()?;
+        let name = take_name(&mut b)?;
+        let accuser = take_name(&mut b)?;
         Some(Accusation {
             name,
             bump,
