@@ -147,19 +147,7 @@ async fn bootstrap(State(api): ApiState) -> Result<Response, ApiError> {
 fn policy_from(body: &Value, id: String) -> Result<AclPolicy, ApiError> {
     let rules = string(body, "Rules")?;
     Rules::parse(&rules).map_err(|e| ApiError::bad(e.to_string()))?;
-    let datacenters = match field(body, "Datacenters") {
-        Value::Null => Vec::new(),
-        Value::Array(items) => items
-            .iter()
-            .map(|v| v.as_str().map(str::to_owned))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| ApiError::bad("Request decode failed: Datacenters must be strings"))?,
-        _ => {
-            return Err(ApiError::bad(
-                "Request decode failed: Datacenters must be a list",
-            ));
-        }
-    };
+    let datacenters = strings(body, "Datacenters")?;
     let name = string(body, "Name")?;
     if name.is_empty() {
         return Err(ApiError::bad("Invalid Policy: no Name is set"));
@@ -273,6 +261,15 @@ fn list<'a>(body: &'a Value, name: &str) -> Result<&'a [Value], ApiError> {
     }
 }
 
+/// A list of strings (empty when absent).
+fn strings(body: &Value, name: &str) -> Result<Vec<String>, ApiError> {
+    list(body, name)?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| ApiError::bad(format!("Request decode failed: {name} must be strings")))
+}
+
 fn service_identities(body: &Value) -> Result<Vec<ServiceIdentity>, ApiError> {
     let mut out: Vec<ServiceIdentity> = Vec::new();
     for item in list(body, "ServiceIdentities")? {
@@ -288,17 +285,7 @@ fn service_identities(body: &Value) -> Result<Vec<ServiceIdentity>, ApiError> {
                  characters, '-' and '_' are allowed"
             )));
         }
-        let mut datacenters = Vec::new();
-        for dc in list(item, "Datacenters")? {
-            match dc {
-                Value::String(dc) => datacenters.push(dc.clone()),
-                other => {
-                    return Err(ApiError::bad(format!(
-                        "Request decode failed: Datacenters must be strings, not {other}"
-                    )));
-                }
-            }
-        }
+        let datacenters = strings(item, "Datacenters")?;
         // Consul merges repeated names (datacenters joined; empty means all).
         match out.iter_mut().find(|s| s.service_name == name) {
             Some(s) if s.datacenters.is_empty() || datacenters.is_empty() => {
@@ -349,31 +336,21 @@ fn node_identities(body: &Value) -> Result<Vec<NodeIdentity>, ApiError> {
 /// secrets optional.
 fn token_from(body: &Value, state: &AclState) -> Result<AclToken, ApiError> {
     let mut links = Vec::new();
-    match field(body, "Policies") {
-        Value::Null => {}
-        Value::Array(items) => {
-            for item in items {
-                let (id, name) = (string(item, "ID")?, string(item, "Name")?);
-                let policy = if !id.is_empty() {
-                    state.policy(&id)
-                } else {
-                    state.policy_by_name(&name)
-                };
-                let Some(p) = policy else {
-                    let which = if id.is_empty() { name } else { id };
-                    return Err(ApiError::bad(format!("cannot find policy {which:?}")));
-                };
-                links.push(PolicyLink {
-                    id: p.id,
-                    name: String::new(),
-                });
-            }
-        }
-        _ => {
-            return Err(ApiError::bad(
-                "Request decode failed: Policies must be a list",
-            ));
-        }
+    for item in list(body, "Policies")? {
+        let (id, name) = (string(item, "ID")?, string(item, "Name")?);
+        let policy = if !id.is_empty() {
+            state.policy(&id)
+        } else {
+            state.policy_by_name(&name)
+        };
+        let Some(p) = policy else {
+            let which = if id.is_empty() { name } else { id };
+            return Err(ApiError::bad(format!("cannot find policy {which:?}")));
+        };
+        links.push(PolicyLink {
+            id: p.id,
+            name: String::new(),
+        });
     }
     let local = match field(body, "Local") {
         Value::Null => false,
