@@ -1,21 +1,26 @@
-//! Durable storage: one redb file, owned by one dedicated thread.
+//! Durable storage, owned by one dedicated thread: the Raft log in append-only segment
+//! files (`<dir>/raft-log/`, [`log`]) and one redb file (`<dir>/raft.redb`) with the Raft
+//! metadata (`meta`: vote, committed, last purged and its index, plus the file's magic and
+//! format version) and the latest state-machine snapshot (`snapshot`). This module knows
+//! bytes, not openraft: the `raft` module encodes and decodes.
 //!
-//! The file (`<dir>/raft.redb`) holds the Raft log (`log`: index → encoded entry), the Raft
-//! metadata (`meta`: vote, committed, last purged, plus the file's magic and format version)
-//! and the latest state-machine snapshot (`snapshot`). This module knows bytes, not openraft:
-//! the `raft` module encodes and decodes.
+//! Format 1 kept the log in redb as well (table `log`); such a store is moved to the
+//! segment files at open (the entries are written and synced, then one redb transaction
+//! empties the table and records format 2, so an interrupted move is simply redone).
 //!
 //! Invariants:
 //! - redb is synchronous, so every access runs on the storage thread; callers talk to it over a
 //!   bounded channel and never block a tokio worker;
 //! - requests are handled strictly in arrival order, so a read sent after an append returns sees
 //!   the append (openraft's "readable on return"), and a vote can never overtake a log write;
-//! - consecutive appends (and committed-pointer saves) are group-committed in one write
-//!   transaction; their completion callbacks run only after that transaction is durable
-//!   (redb's default durability fsyncs);
+//! - consecutive appends (and committed-pointer saves) are group-committed: one write and one
+//!   `fdatasync` of the log for all of them; their completion callbacks run only after that;
 //! - votes, truncations, purges and snapshots are durable before their reply; the committed
-//!   pointer is queued without waiting for it and written with the next group commit, with no
-//!   fsync of its own (losing it only means replaying less at start);
+//!   pointer is queued without waiting for it and written to redb at most once per
+//!   [`COMMITTED_EVERY`] (always after the log entries it covers are synced) and at close:
+//!   losing it only means replaying less at start;
+//! - a purge records its index in redb before it removes segments, so the log never serves a
+//!   purged entry, even after a crash in between;
 //! - a corrupted, foreign or newer-format file is refused at open with an error naming the
 //!   path; it is never wiped, and a panic inside redb while opening becomes an error.
 
@@ -26,13 +31,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{Database, ReadableDatabase, TableDefinition, TableHandle};
 use tokio::sync::{mpsc, oneshot};
 
 /// Name of the store file inside the directory the caller passes.
 pub const FILE_NAME: &str = "raft.redb";
 /// Format version written into new files; files with a higher version are refused.
-pub const FORMAT_VERSION: u64 = 1;
+/// 1: log in redb; 2: log in segment files.
+pub const FORMAT_VERSION: u64 = 2;
 const MAGIC: &[u8] = b"muster-raft-store";
 
 const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("meta");
@@ -44,6 +50,7 @@ const KEY_FORMAT: &str = "format";
 const KEY_VOTE: &str = "vote";
 const KEY_COMMITTED: &str = "committed";
 const KEY_LAST_PURGED: &str = "last_purged";
+const KEY_PURGED_INDEX: &str = "purged_index";
 const KEY_SNAPSHOT_META: &str = "meta";
 const KEY_SNAPSHOT_DATA: &str = "data";
 
@@ -51,8 +58,13 @@ const KEY_SNAPSHOT_DATA: &str = "data";
 const QUEUE: usize = 1024;
 /// Most requests folded into one group commit.
 const MAX_BATCH: usize = 256;
-/// redb page cache.
-const CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// redb page cache (metadata and the snapshot only).
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Least time between two writes of the committed pointer.
+pub const COMMITTED_EVERY: Duration = Duration::from_secs(1);
+
+pub mod log;
+use log::{Log, LogError};
 
 /// A storage failure. Open errors name the file.
 #[derive(Debug, thiserror::Error)]
@@ -205,17 +217,21 @@ impl Storage {
             .name("muster-storage".into())
             .spawn(move || {
                 // A damaged file can trip redb's internal assertions: report, do not unwind.
-                let opened = std::panic::catch_unwind(AssertUnwindSafe(|| open_db(&thread_path)))
-                    .unwrap_or_else(|panic| {
-                        Err(StoreError::Corrupted {
-                            path: thread_path.clone(),
-                            reason: format!("redb panicked while opening: {}", panic_text(&panic)),
-                        })
-                    });
+                let opened =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| open_store(&thread_path)))
+                        .unwrap_or_else(|panic| {
+                            Err(StoreError::Corrupted {
+                                path: thread_path.clone(),
+                                reason: format!(
+                                    "redb panicked while opening: {}",
+                                    panic_text(&panic)
+                                ),
+                            })
+                        });
                 match opened {
-                    Ok((db, recovered)) => {
+                    Ok((store, recovered)) => {
                         let _ = opened_tx.send(Ok(recovered));
-                        run(db, rx, &thread_commits);
+                        run(store, rx, &thread_commits);
                     }
                     Err(e) => {
                         let _ = opened_tx.send(Err(e));
@@ -393,13 +409,21 @@ fn open_error(path: &Path, e: redb::DatabaseError) -> StoreError {
     }
 }
 
-fn open_db(path: &Path) -> Result<(Database, Recovered), StoreError> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    }
+/// What the storage thread owns.
+struct Store {
+    db: Database,
+    log: Log,
+    /// The committed pointer not yet written, and when it was last written.
+    committed: Option<Vec<u8>>,
+    committed_at: Option<std::time::Instant>,
+}
+
+fn open_store(path: &Path) -> Result<(Store, Recovered), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let db = Database::builder()
         .set_cache_size(CACHE_BYTES)
         // Verify every page checksum at open: a damaged file becomes an error, not a panic.
@@ -425,11 +449,94 @@ fn open_db(path: &Path) -> Result<(Database, Recovered), StoreError> {
             reason: format!("unexpected tables {tables:?}"),
         });
     }
-    let recovered = recover(&db, path).map_err(|e| match e {
+    let mut recovered = recover(&db, path).map_err(|e| match e {
         RecoverError::Db(e) => corrupted(e),
         RecoverError::Store(e) => e,
     })?;
-    Ok((db, recovered))
+    let log_dir = dir.join(log::DIR_NAME);
+    if recovered.format == 1 {
+        move_log_out_of_redb(&db, path, &log_dir)?;
+    }
+    let log = Log::open(&log_dir, recovered.purged_index).map_err(open_log_error)?;
+    recovered.last_entry = log.last_entry().map_err(open_log_error)?;
+    let store = Store {
+        db,
+        log,
+        committed: None,
+        committed_at: None,
+    };
+    Ok((store, recovered.into()))
+}
+
+fn open_log_error(e: LogError) -> StoreError {
+    match e {
+        LogError::Io { path, source } => StoreError::Io { path, source },
+        LogError::Corrupted {
+            path,
+            offset,
+            reason,
+        } => StoreError::Corrupted {
+            path,
+            reason: format!("at byte {offset}: {reason}"),
+        },
+        other => StoreError::db(other),
+    }
+}
+
+/// Format 1 → 2: the entries of redb's `log` table are written to fresh segment files and
+/// synced; then one transaction drops the table and records format 2.
+fn move_log_out_of_redb(db: &Database, path: &Path, log_dir: &Path) -> Result<(), StoreError> {
+    let corrupted = |e: redb::Error| StoreError::Corrupted {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let entries: Vec<(u64, Vec<u8>)> = (|| -> Result<_, redb::Error> {
+        let read = db.begin_read()?;
+        let mut out = Vec::new();
+        match read.open_table(LOG) {
+            Ok(table) => {
+                for item in table.range(0..)? {
+                    let (k, v) = item?;
+                    out.push((k.value(), v.value().to_vec()));
+                }
+            }
+            Err(redb::TableError::TableDoesNotExist(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(out)
+    })()
+    .map_err(corrupted)?;
+    // Segments left by an interrupted move are written again from the table.
+    if log_dir.exists() {
+        std::fs::remove_dir_all(log_dir).map_err(|source| StoreError::Io {
+            path: log_dir.to_path_buf(),
+            source,
+        })?;
+    }
+    let mut log = Log::open(log_dir, None).map_err(open_log_error)?;
+    log.append(entries.iter().map(|(i, v)| (*i, v.as_slice())))
+        .map_err(|e| StoreError::Corrupted {
+            path: path.to_path_buf(),
+            reason: format!("cannot move the log to {}: {e}", log_dir.display()),
+        })?;
+    drop(log);
+    (|| -> Result<(), redb::Error> {
+        let txn = db.begin_write()?;
+        txn.delete_table(LOG)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            meta.insert(KEY_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    })()
+    .map_err(corrupted)?;
+    tracing::info!(
+        entries = entries.len(),
+        dir = %log_dir.display(),
+        "moved the raft log out of the redb store (format 1 to 2)"
+    );
+    Ok(())
 }
 
 fn init_db(db: &Database) -> Result<(), redb::Error> {
@@ -438,7 +545,6 @@ fn init_db(db: &Database) -> Result<(), redb::Error> {
         let mut meta = txn.open_table(META)?;
         meta.insert(KEY_MAGIC, MAGIC)?;
         meta.insert(KEY_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
-        txn.open_table(LOG)?;
         txn.open_table(SNAPSHOT)?;
     }
     txn.commit()?;
@@ -456,7 +562,36 @@ impl<E: Into<redb::Error>> From<E> for RecoverError {
     }
 }
 
-fn recover(db: &Database, path: &Path) -> Result<Recovered, RecoverError> {
+/// What the redb file holds, before the log is opened.
+struct RecoveredMeta {
+    format: u64,
+    vote: Option<Vec<u8>>,
+    committed: Option<Vec<u8>>,
+    last_purged: Option<Vec<u8>>,
+    purged_index: Option<u64>,
+    last_entry: Option<Vec<u8>>,
+    snapshot: Option<SnapshotParts>,
+}
+
+impl From<RecoveredMeta> for Recovered {
+    fn from(m: RecoveredMeta) -> Recovered {
+        Recovered {
+            vote: m.vote,
+            committed: m.committed,
+            last_purged: m.last_purged,
+            last_entry: m.last_entry,
+            snapshot: m.snapshot,
+        }
+    }
+}
+
+fn be_u64(bytes: Option<Vec<u8>>) -> Option<u64> {
+    bytes
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map(u64::from_be_bytes)
+}
+
+fn recover(db: &Database, path: &Path) -> Result<RecoveredMeta, RecoverError> {
     let read = db.begin_read()?;
     let meta = read.open_table(META)?;
     let get = |k: &str| -> Result<Option<Vec<u8>>, redb::Error> {
@@ -468,10 +603,7 @@ fn recover(db: &Database, path: &Path) -> Result<Recovered, RecoverError> {
             reason: "missing or wrong magic".into(),
         }));
     }
-    let format = get(KEY_FORMAT)?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
+    let format = be_u64(get(KEY_FORMAT)?).unwrap_or(0);
     if format > FORMAT_VERSION {
         return Err(RecoverError::Store(StoreError::NewerFormat {
             path: path.to_path_buf(),
@@ -484,24 +616,24 @@ fn recover(db: &Database, path: &Path) -> Result<Recovered, RecoverError> {
             reason: "missing format version".into(),
         }));
     }
-    let log = read.open_table(LOG)?;
-    let last_entry = log.last()?.map(|(_, v)| v.value().to_vec());
     let snap = read.open_table(SNAPSHOT)?;
     let snapshot = match (snap.get(KEY_SNAPSHOT_META)?, snap.get(KEY_SNAPSHOT_DATA)?) {
         (Some(m), Some(d)) => Some((m.value().to_vec(), d.value().to_vec())),
         _ => None,
     };
-    Ok(Recovered {
+    Ok(RecoveredMeta {
+        format,
         vote: get(KEY_VOTE)?,
         committed: get(KEY_COMMITTED)?,
         last_purged: get(KEY_LAST_PURGED)?,
-        last_entry,
+        purged_index: be_u64(get(KEY_PURGED_INDEX)?),
+        last_entry: None,
         snapshot,
     })
 }
 
 /// The storage thread's loop: strictly in order, group-committing runs of appends.
-fn run(db: Database, mut rx: mpsc::Receiver<Request>, commits: &AtomicU64) {
+fn run(mut store: Store, mut rx: mpsc::Receiver<Request>, commits: &AtomicU64) {
     let mut pending: Option<Request> = None;
     let mut shutdown_reply = None;
     loop {
@@ -528,87 +660,115 @@ fn run(db: Database, mut rx: mpsc::Receiver<Request>, commits: &AtomicU64) {
                     Err(_) => break,
                 }
             }
-            write_batch(&db, batch);
+            store.write_batch(batch);
             commits.fetch_add(1, Ordering::Relaxed);
         } else {
-            handle_single(&db, req);
+            store.handle_single(req);
         }
     }
-    // Refuse what is still queued, then close the file before acknowledging the shutdown.
+    // Refuse what is still queued, then close the files before acknowledging the shutdown.
     rx.close();
     drop(rx);
-    drop(db);
+    store.write_committed(true);
+    drop(store);
     if let Some(reply) = shutdown_reply {
         let _ = reply.send(());
     }
 }
 
-fn write_batch(db: &Database, batch: Vec<Request>) {
-    let durable = batch.iter().any(|r| matches!(r, Request::Append { .. }));
-    let result = (|| -> Result<(), redb::Error> {
-        let mut txn = db.begin_write()?;
-        if !durable {
-            // Only the committed pointer: the next durable commit persists it.
-            txn.set_durability(Durability::None)?;
-        }
-        {
-            let mut log = txn.open_table(LOG)?;
-            let mut meta = txn.open_table(META)?;
-            for req in &batch {
-                match req {
-                    Request::Append { entries, .. } => {
-                        for (index, bytes) in entries {
-                            log.insert(*index, bytes.as_slice())?;
-                        }
-                    }
-                    Request::SaveCommitted { value, .. } => {
-                        meta.insert(KEY_COMMITTED, value.as_slice())?;
-                    }
-                    _ => {}
-                }
+impl Store {
+    fn write_batch(&mut self, batch: Vec<Request>) {
+        let mut appends = Vec::new();
+        for req in batch {
+            match req {
+                Request::Append { entries, done } => appends.push((entries, done)),
+                // Later pointers replace earlier ones; all follow the appends they cover.
+                Request::SaveCommitted { value } => self.committed = Some(value),
+                _ => {}
             }
         }
-        txn.commit()?;
-        Ok(())
-    })();
-    let error = result.err().map(|e| e.to_string());
-    let outcome = || match &error {
-        None => Ok(()),
-        Some(e) => Err(StoreError::Db(e.clone())),
-    };
-    for req in batch {
-        if let Request::Append { done, .. } = req {
-            done(outcome());
+        if !appends.is_empty() {
+            let result = self.log.append(
+                appends
+                    .iter()
+                    .flat_map(|(entries, _)| entries.iter().map(|(i, v)| (*i, v.as_slice()))),
+            );
+            let error = result.err().map(|e| e.to_string());
+            for (_, done) in appends {
+                done(match &error {
+                    None => Ok(()),
+                    Some(e) => Err(StoreError::Db(e.clone())),
+                });
+            }
+        }
+        self.write_committed(false);
+    }
+
+    /// Writes the queued committed pointer if [`COMMITTED_EVERY`] has passed (or `now`).
+    /// Every entry it covers was appended before it and so is already synced, unless the
+    /// log failed, in which case nothing more is written.
+    fn write_committed(&mut self, now: bool) {
+        if self.log.failed() {
+            return;
+        }
+        let due = now
+            || self
+                .committed_at
+                .is_none_or(|at| at.elapsed() >= COMMITTED_EVERY);
+        if !due {
+            return;
+        }
+        let Some(value) = self.committed.take() else {
+            return;
+        };
+        if let Err(e) = put_meta(&self.db, KEY_COMMITTED, &value) {
+            // Losing it only means replaying less at start.
+            tracing::warn!(error = %e, "cannot save the raft committed pointer");
+        }
+        self.committed_at = Some(std::time::Instant::now());
+    }
+
+    fn handle_single(&mut self, req: Request) {
+        match req {
+            Request::SaveVote { value, reply } => {
+                let _ = reply.send(put_meta(&self.db, KEY_VOTE, &value));
+            }
+            Request::Truncate { from, reply } => {
+                let _ = reply.send(self.log.truncate(from).map_err(StoreError::db));
+            }
+            Request::Purge {
+                upto,
+                last_purged,
+                reply,
+            } => {
+                let _ = reply.send(self.purge(upto, &last_purged));
+            }
+            Request::ReadLogs { start, end, reply } => {
+                let _ = reply.send(self.log.read(start, end).map_err(StoreError::db));
+            }
+            Request::SaveSnapshot { meta, data, reply } => {
+                let _ = reply.send(save_snapshot(&self.db, &meta, &data));
+            }
+            Request::ReadSnapshot { reply } => {
+                let _ = reply.send(read_snapshot(&self.db));
+            }
+            // Batched or handled by the loop.
+            Request::Append { .. } | Request::SaveCommitted { .. } | Request::Shutdown { .. } => {}
         }
     }
-}
 
-fn handle_single(db: &Database, req: Request) {
-    match req {
-        Request::SaveVote { value, reply } => {
-            let _ = reply.send(put_meta(db, KEY_VOTE, &value));
+    /// Records the purge durably, then drops the entries from the log.
+    fn purge(&mut self, upto: u64, last_purged: &[u8]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(StoreError::db)?;
+        {
+            let mut meta = txn.open_table(META).map_err(StoreError::db)?;
+            meta.insert(KEY_LAST_PURGED, last_purged)
+                .map_err(StoreError::db)?;
+            meta.insert(KEY_PURGED_INDEX, upto.to_be_bytes().as_slice())
+                .map_err(StoreError::db)?;
         }
-        Request::Truncate { from, reply } => {
-            let _ = reply.send(truncate(db, from));
-        }
-        Request::Purge {
-            upto,
-            last_purged,
-            reply,
-        } => {
-            let _ = reply.send(purge(db, upto, &last_purged));
-        }
-        Request::ReadLogs { start, end, reply } => {
-            let _ = reply.send(read_logs(db, start, end));
-        }
-        Request::SaveSnapshot { meta, data, reply } => {
-            let _ = reply.send(save_snapshot(db, &meta, &data));
-        }
-        Request::ReadSnapshot { reply } => {
-            let _ = reply.send(read_snapshot(db));
-        }
-        // Batched or handled by the loop.
-        Request::Append { .. } | Request::SaveCommitted { .. } | Request::Shutdown { .. } => {}
+        txn.commit().map_err(StoreError::db)?;
+        self.log.purge(upto).map_err(StoreError::db)
     }
 }
 
@@ -619,47 +779,6 @@ fn put_meta(db: &Database, key: &str, value: &[u8]) -> Result<(), StoreError> {
         meta.insert(key, value).map_err(StoreError::db)?;
     }
     txn.commit().map_err(StoreError::db)
-}
-
-fn truncate(db: &Database, from: u64) -> Result<Option<Vec<u8>>, StoreError> {
-    let txn = db.begin_write().map_err(StoreError::db)?;
-    let last = {
-        let mut log = txn.open_table(LOG).map_err(StoreError::db)?;
-        log.retain_in(from.., |_, _| false)
-            .map_err(StoreError::db)?;
-        log.last()
-            .map_err(StoreError::db)?
-            .map(|(_, v)| v.value().to_vec())
-    };
-    txn.commit().map_err(StoreError::db)?;
-    Ok(last)
-}
-
-fn purge(db: &Database, upto: u64, last_purged: &[u8]) -> Result<(), StoreError> {
-    let txn = db.begin_write().map_err(StoreError::db)?;
-    {
-        let mut log = txn.open_table(LOG).map_err(StoreError::db)?;
-        log.retain_in(..=upto, |_, _| false)
-            .map_err(StoreError::db)?;
-        let mut meta = txn.open_table(META).map_err(StoreError::db)?;
-        meta.insert(KEY_LAST_PURGED, last_purged)
-            .map_err(StoreError::db)?;
-    }
-    txn.commit().map_err(StoreError::db)
-}
-
-fn read_logs(db: &Database, start: u64, end: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-    if start >= end {
-        return Ok(Vec::new());
-    }
-    let read = db.begin_read().map_err(StoreError::db)?;
-    let log = read.open_table(LOG).map_err(StoreError::db)?;
-    let mut out = Vec::new();
-    for item in log.range(start..end).map_err(StoreError::db)? {
-        let (k, v) = item.map_err(StoreError::db)?;
-        out.push((k.value(), v.value().to_vec()));
-    }
-    Ok(out)
 }
 
 fn save_snapshot(db: &Database, meta: &[u8], data: &[u8]) -> Result<(), StoreError> {
@@ -913,12 +1032,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = Storage::open(dir.path()).await.unwrap();
         let h = store.handle();
-        for chunk in 0..20u64 {
-            let batch = (chunk * 50 + 1..=chunk * 50 + 50)
-                .map(|i| (i, vec![0xAB; 512]))
-                .collect();
-            append_durably(&h, batch).await;
-        }
+        // The log lives in segment files now: a large snapshot gives redb pages to damage.
+        h.save_snapshot(b"meta".to_vec(), vec![0xAB; 512 * 1024])
+            .await
+            .unwrap();
         assert!(store.close(T).await);
         let path = dir.path().join(FILE_NAME);
         let mut bytes = std::fs::read(&path).unwrap();
@@ -937,5 +1054,112 @@ mod tests {
             ),
             "{err:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_damaged_log_segment_is_refused_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Storage::open(dir.path()).await.unwrap();
+        let h = store.handle();
+        // Two segments, so the damage is not in the last one (a torn tail would be cut off).
+        let big = vec![0xCD; (log::SEGMENT_BYTES / 2) as usize];
+        for i in 1..=3u64 {
+            append_durably(&h, vec![(i, big.clone())]).await;
+        }
+        assert!(store.close(T).await);
+        let segment = dir
+            .path()
+            .join(log::DIR_NAME)
+            .join(format!("{:020}.log", 1));
+        let mut bytes = std::fs::read(&segment).unwrap();
+        bytes[4096] ^= 0xFF;
+        std::fs::write(&segment, &bytes).unwrap();
+        let err = Storage::open(dir.path()).await.err().unwrap();
+        assert!(matches!(err, StoreError::Corrupted { .. }), "{err:?}");
+        assert!(
+            err.to_string().contains(&segment.display().to_string()),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_format_1_store_has_its_log_moved_to_segments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        {
+            // What format 1 wrote: the log in redb's `log` table.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(KEY_MAGIC, MAGIC).unwrap();
+                meta.insert(KEY_FORMAT, 1u64.to_be_bytes().as_slice())
+                    .unwrap();
+                meta.insert(KEY_VOTE, b"vote-7".as_slice()).unwrap();
+                meta.insert(KEY_LAST_PURGED, b"purged-2".as_slice())
+                    .unwrap();
+                let mut log = txn.open_table(LOG).unwrap();
+                for (i, v) in entries(3..=9) {
+                    log.insert(i, v.as_slice()).unwrap();
+                }
+                txn.open_table(SNAPSHOT).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        // A segment left by an interrupted earlier move is replaced, not appended to.
+        let log_dir = dir.path().join(log::DIR_NAME);
+        std::fs::create_dir_all(&log_dir).unwrap();
+        std::fs::write(log_dir.join(format!("{:020}.log", 3)), b"partial").unwrap();
+
+        let (store, rec) = Storage::open(dir.path()).await.unwrap();
+        assert_eq!(rec.vote.as_deref(), Some(b"vote-7".as_slice()));
+        assert_eq!(rec.last_purged.as_deref(), Some(b"purged-2".as_slice()));
+        assert_eq!(rec.last_entry.as_deref(), Some(b"e9".as_slice()));
+        let h = store.handle();
+        assert_eq!(h.read_logs(0, 100).await.unwrap(), entries(3..=9));
+        append_durably(&h, entries(10..=10)).await;
+        assert!(store.close(T).await);
+        {
+            let db = Database::open(&path).unwrap();
+            let read = db.begin_read().unwrap();
+            let tables: Vec<String> = read
+                .list_tables()
+                .unwrap()
+                .map(|t| t.name().to_string())
+                .collect();
+            assert!(!tables.iter().any(|t| t == LOG.name()), "{tables:?}");
+            let meta = read.open_table(META).unwrap();
+            let format = meta.get(KEY_FORMAT).unwrap().unwrap().value().to_vec();
+            assert_eq!(format, FORMAT_VERSION.to_be_bytes());
+        }
+        let (store, rec) = Storage::open(dir.path()).await.unwrap();
+        assert_eq!(rec.last_entry.as_deref(), Some(b"e10".as_slice()));
+        assert_eq!(
+            store.handle().read_logs(0, 100).await.unwrap(),
+            entries(3..=10)
+        );
+        assert!(store.close(T).await);
+    }
+
+    #[tokio::test]
+    async fn a_purge_past_the_log_end_then_appends_after_it() {
+        // A follower that installs a snapshot beyond its log purges past its last entry and
+        // continues at the snapshot's next index.
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Storage::open(dir.path()).await.unwrap();
+        let h = store.handle();
+        append_durably(&h, entries(1..=3)).await;
+        h.purge(20, b"purged-20".to_vec()).await.unwrap();
+        assert!(h.read_logs(0, 100).await.unwrap().is_empty());
+        append_durably(&h, entries(21..=22)).await;
+        assert!(store.close(T).await);
+        let (store, rec) = Storage::open(dir.path()).await.unwrap();
+        assert_eq!(rec.last_purged.as_deref(), Some(b"purged-20".as_slice()));
+        assert_eq!(rec.last_entry.as_deref(), Some(b"e22".as_slice()));
+        assert_eq!(
+            store.handle().read_logs(0, 100).await.unwrap(),
+            entries(21..=22)
+        );
+        assert!(store.close(T).await);
     }
 }

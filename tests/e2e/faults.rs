@@ -432,6 +432,18 @@ async fn a_corrupted_or_foreign_raft_store_is_refused_and_kept() {
     agent.wait_catalog().await;
     agent.stop(Signal::Term).await;
     let store = data.join("raft").join("raft.redb");
+    let start = [
+        "agent",
+        "-server",
+        "-bootstrap-expect=1",
+        "-bind=127.0.0.1",
+        "-client=127.0.0.1",
+        "-http-port=0",
+        "-dns-port=0",
+        "-server-port=0",
+        "-serf-lan-port=0",
+        &flag,
+    ];
     let original = std::fs::read(&store).expect("the raft store exists");
 
     let mut damaged = original.clone();
@@ -443,22 +455,7 @@ async fn a_corrupted_or_foreign_raft_store_is_refused_and_kept() {
         ("foreign", b"this is somebody else's file\n".to_vec()),
     ] {
         std::fs::write(&store, &bytes).unwrap();
-        let done = run_muster(
-            &[
-                "agent",
-                "-server",
-                "-bootstrap-expect=1",
-                "-bind=127.0.0.1",
-                "-client=127.0.0.1",
-                "-http-port=0",
-                "-dns-port=0",
-                "-server-port=0",
-                "-serf-lan-port=0",
-                &flag,
-            ],
-            &[],
-        )
-        .await;
+        let done = run_muster(&start, &[]).await;
         assert_eq!(done.code, Some(1), "{what}: {done:?}");
         assert!(!done.stdout.contains("muster ready"), "{what}: started");
         assert!(
@@ -475,6 +472,29 @@ async fn a_corrupted_or_foreign_raft_store_is_refused_and_kept() {
     }
     // The original file works again: nothing else was touched.
     std::fs::write(&store, &original).unwrap();
+
+    // The log's segment files: damage with records after it is corruption (not a torn
+    // tail to cut off), reported with the file and never repaired by dropping entries.
+    let segment = std::fs::read_dir(data.join("raft").join("raft-log"))
+        .expect("the raft log directory exists")
+        .map(|e| e.unwrap().path())
+        .min()
+        .expect("a log segment");
+    let log_original = std::fs::read(&segment).unwrap();
+    let mut damaged = log_original.clone();
+    // A payload byte of the first record (8-byte file header, 16-byte record header).
+    damaged[8 + 16 + 2] ^= 0x01;
+    std::fs::write(&segment, &damaged).unwrap();
+    let done = run_muster(&start, &[]).await;
+    assert_eq!(done.code, Some(1), "damaged segment: {done:?}");
+    assert!(
+        done.stderr.contains(&segment.display().to_string()) && done.stderr.contains("checksum"),
+        "the error names the segment and the cause: {}",
+        done.stderr
+    );
+    assert_eq!(std::fs::read(&segment).unwrap(), damaged, "segment changed");
+    std::fs::write(&segment, &log_original).unwrap();
+
     agent.restart().await;
     agent.wait_catalog().await;
 }

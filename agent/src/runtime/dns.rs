@@ -7,6 +7,14 @@
 //! writes costs one rebuild, and records leader contact every [`CONTACT_TICK`] so that
 //! `max_stale` (and `allow_stale = false`) judge the replica's real age.
 //!
+//! A rebuild copies the whole catalog under its read lock, so on a large catalog under a
+//! write storm a fixed gap would spend most of a core on rebuilds (and hold off the state
+//! machine's applies meanwhile): with 1,000 nodes and 10,000 services every agent of a
+//! 5-agent cluster spent ~20 % of a core on them at 2,700 writes/s. The gap therefore grows
+//! with the cost of the last rebuild, [`REBUILD_COST_FACTOR`] times it, so rebuilding never
+//! takes more than ~1/[`REBUILD_COST_FACTOR`] of a core, up to [`MAX_REBUILD_GAP`]. A small
+//! catalog (rebuilds of well under a millisecond) keeps the 50 ms gap.
+//!
 //! Health is aggregated here, once per snapshot: an instance is critical if any of its own
 //! checks or its node's checks (`serfHealth`, maintenance) is critical, as Consul's DNS does.
 //!
@@ -30,6 +38,10 @@ use crate::config::{self, DnsSettings};
 
 /// Least time between two snapshot rebuilds.
 pub const MIN_REBUILD_GAP: Duration = Duration::from_millis(50);
+/// The gap after a rebuild is at least this many times what the rebuild cost.
+pub const REBUILD_COST_FACTOR: u32 = 20;
+/// The gap never grows beyond this, however large the catalog.
+pub const MAX_REBUILD_GAP: Duration = Duration::from_secs(1);
 /// How often leader contact is refreshed while the catalog is idle.
 pub const CONTACT_TICK: Duration = Duration::from_millis(250);
 
@@ -171,6 +183,7 @@ pub async fn publish(
     let mut published: Option<u64> = None;
     let mut rights: Option<Authorizer> = None;
     let mut last_build = Instant::now() - MIN_REBUILD_GAP;
+    let mut gap = MIN_REBUILD_GAP;
     loop {
         // Leader contact as this server sees it: now on the leader, the last append from it
         // on a follower, nothing while no leader is known.
@@ -199,13 +212,14 @@ pub async fn publish(
         // the DNS token's rights) needs a rebuild.
         if published != Some(index) || rights_changed {
             rights = now_rights;
-            let wait = MIN_REBUILD_GAP.saturating_sub(last_build.elapsed());
+            let wait = gap.saturating_sub(last_build.elapsed());
             if !wait.is_zero() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
+            let started = Instant::now();
             let snapshot = catalog
                 .read(Consistency::Stale, |c| {
                     build_dns_catalog(c, &datacenter, contact)
@@ -220,6 +234,7 @@ pub async fn publish(
                     };
                     shared.publish(snapshot);
                     last_build = Instant::now();
+                    gap = rebuild_gap(last_build - started);
                 }
                 Err(e) if e.is_shutting_down() => return,
                 Err(e) => tracing::debug!(error = %e, "DNS publisher cannot read the catalog"),
@@ -231,6 +246,12 @@ pub async fn publish(
             _ = catalog.wait_for_change(&Table::ALL, after, Instant::now() + CONTACT_TICK) => {}
         }
     }
+}
+
+/// The least time between the end of a rebuild that took `cost` and the start of the next.
+fn rebuild_gap(cost: Duration) -> Duration {
+    cost.saturating_mul(REBUILD_COST_FACTOR)
+        .clamp(MIN_REBUILD_GAP, MAX_REBUILD_GAP)
 }
 
 #[cfg(test)]
@@ -267,6 +288,19 @@ mod tests {
                 min_ttl: 4,
             },
         }
+    }
+
+    #[test]
+    fn the_rebuild_gap_grows_with_the_cost_of_a_rebuild_within_bounds() {
+        // A cheap rebuild keeps the base gap.
+        assert_eq!(rebuild_gap(Duration::from_micros(300)), MIN_REBUILD_GAP);
+        // An expensive one waits REBUILD_COST_FACTOR times its cost...
+        assert_eq!(
+            rebuild_gap(Duration::from_millis(10)),
+            Duration::from_millis(10) * REBUILD_COST_FACTOR
+        );
+        // ...but never longer than the cap.
+        assert_eq!(rebuild_gap(Duration::from_secs(3)), MAX_REBUILD_GAP);
     }
 
     #[test]
