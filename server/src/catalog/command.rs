@@ -714,14 +714,73 @@ impl Serialize for Command {
     }
 }
 
+/// The envelope as read, borrowing the arguments' JSON text.
+#[derive(Deserialize)]
+struct EnvelopeIn<'a> {
+    #[serde(default)]
+    v: u64,
+    #[serde(borrow, default)]
+    op: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    args: Option<&'a serde_json::value::RawValue>,
+}
+
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
-        let raw = serde_json::Value::deserialize(de)?;
-        Ok(Command::from_value(raw))
+        let raw = Box::<serde_json::value::RawValue>::deserialize(de)?;
+        Ok(Command::from_text(raw.get()))
     }
 }
 
 impl Command {
+    /// Decodes one command from its JSON text. Entries are decoded on every follower, replica
+    /// and forwarded write, so the usual case goes straight from the text into the argument
+    /// types; anything unusual takes [`Command::from_value`], which gives the same result
+    /// (and builds the `Unsupported` form) through a `Value` (~5x the CPU).
+    fn from_text(text: &str) -> Command {
+        if let Some(command) = Self::from_text_fast(text) {
+            return command;
+        }
+        match serde_json::from_str(text) {
+            Ok(value) => Command::from_value(value),
+            // The text came out of a JSON deserializer, so this does not happen.
+            Err(e) => Command::Unsupported(UnsupportedCommand {
+                version: 0,
+                op: String::new(),
+                reason: format!("unreadable command: {e}"),
+                raw: serde_json::Value::String(text.to_owned()),
+            }),
+        }
+    }
+
+    /// The current-version commands with readable arguments, or `None`.
+    fn from_text_fast(text: &str) -> Option<Command> {
+        use serde_json::from_str;
+        let env: EnvelopeIn<'_> = from_str(text).ok()?;
+        if env.v == 0 || env.v > COMMAND_VERSION {
+            return None;
+        }
+        let args = env.args?.get();
+        Some(match env.op?.as_ref() {
+            "register" => Command::Register(from_str(args).ok()?),
+            "deregister" => Command::Deregister(from_str(args).ok()?),
+            "acl-bootstrap" => Command::Acl(AclCommand::Bootstrap(from_str(args).ok()?)),
+            "acl-token-set" => Command::Acl(AclCommand::TokenSet(from_str(args).ok()?)),
+            "acl-policy-set" => Command::Acl(AclCommand::PolicySet(from_str(args).ok()?)),
+            "acl-policy-delete" => {
+                Command::Acl(AclCommand::PolicyDelete(from_str::<IdArgs>(args).ok()?.id))
+            }
+            "acl-token-delete" => {
+                Command::Acl(AclCommand::TokenDelete(from_str::<IdArgs>(args).ok()?.id))
+            }
+            "batch" => {
+                let items: Vec<&serde_json::value::RawValue> = from_str(args).ok()?;
+                Command::Batch(items.iter().map(|i| Command::from_text(i.get())).collect())
+            }
+            _ => return None,
+        })
+    }
+
     /// Interprets a decoded envelope; anything unreadable becomes [`Command::Unsupported`].
     fn from_value(raw: serde_json::Value) -> Command {
         let version = raw
@@ -960,6 +1019,64 @@ mod tests {
         assert!(nested.validate().is_err());
         let bad = Command::from_value(serde_json::json!({"v": 1, "op": "batch", "args": {}}));
         assert!(matches!(bad, Command::Unsupported(_)));
+    }
+
+    #[test]
+    fn the_direct_decoding_gives_what_the_value_decoding_gives() {
+        use crate::catalog::acl::{AclPolicy, AclToken};
+        let mut full = reg();
+        full.service = Some(web());
+        full.checks = vec![check("web alive", "web1"), check("serfHealth", "")];
+        full.node_meta.insert("rack".into(), "r\"1\u{e9}".into());
+        let token = AclToken {
+            accessor_id: "a1".into(),
+            secret_id: "s1".into(),
+            ..AclToken::default()
+        };
+        let policy = AclPolicy {
+            id: "p1".into(),
+            name: "read-all".into(),
+            ..AclPolicy::default()
+        };
+        let singles = vec![
+            Command::Register(reg()),
+            Command::Register(full),
+            Command::Deregister(Deregistration {
+                node: "db1".into(),
+                service_id: "web1".into(),
+                ..Deregistration::default()
+            }),
+            Command::Acl(AclCommand::Bootstrap(token.clone())),
+            Command::Acl(AclCommand::TokenSet(token)),
+            Command::Acl(AclCommand::PolicySet(policy)),
+            Command::Acl(AclCommand::PolicyDelete("p1".into())),
+            Command::Acl(AclCommand::TokenDelete("a1".into())),
+        ];
+        let mut all = singles.clone();
+        all.push(Command::Batch(singles));
+        for cmd in all {
+            let text = serde_json::to_string(&cmd).unwrap();
+            assert!(matches!(
+                Command::from_value(serde_json::from_str(&text).unwrap()),
+                Command::Register(_) | Command::Deregister(_) | Command::Acl(_) | Command::Batch(_)
+            ));
+            let fast = Command::from_text_fast(&text).expect("the fast path reads it");
+            let slow = Command::from_value(serde_json::from_str(&text).unwrap());
+            assert_eq!(fast, slow, "{text}");
+            // Through the Deserialize impl, from text and from a Value.
+            assert_eq!(serde_json::from_str::<Command>(&text).unwrap(), slow);
+            let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(serde_json::from_value::<Command>(value).unwrap(), slow);
+        }
+        // What the fast path leaves to the slow one still decodes, as Unsupported, and a
+        // batch keeps its readable items.
+        let odd = r#"{"v":1,"op":"batch","args":[{"v":1,"op":"register","args":{"Node":5}},
+            {"v":1,"op":"deregister","args":{"Node":"db1"}}]}"#;
+        let Command::Batch(items) = serde_json::from_str::<Command>(odd).unwrap() else {
+            panic!("a batch");
+        };
+        assert!(matches!(items[0], Command::Unsupported(_)));
+        assert!(matches!(items[1], Command::Deregister(_)));
     }
 
     #[test]

@@ -9,6 +9,13 @@
 //! failures it backs off (up to [`MAX_BACKOFF`]). It resumes from its position on whatever
 //! server it reaches, so a reconnect costs no snapshot unless the server's ring no longer
 //! reaches back that far.
+//!
+//! Under a stream of writes every long poll would come back with one change, and each
+//! exchange (an HTTP request on both sides) cost more than applying the change. After a
+//! reply that carried changes the task therefore waits [`REPOLL_GAP`] before asking again,
+//! so the next reply carries everything in between: a replica trails a busy leader by at
+//! most that much more. A write made through this agent cuts the wait short (it waits for
+//! its own entry, read-your-writes), and an idle replica still gets each change at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Applied, ReplicaState, prepare};
-use super::wire::{PATH_STREAM, StreamReply, StreamRequest, WireServer};
+use super::wire::{PATH_STREAM, StreamReply, StreamRequest, Update, WireServer};
 use crate::catalog::command::Command;
 use crate::catalog::model::Index;
 use crate::catalog::{Catalog, Table, TableIndexes};
@@ -47,6 +54,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Pause between RPC attempts while no leader answers.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// Pause after a reply with changes before the next poll, so that changes arriving
+/// meanwhile share one exchange.
+pub(crate) const REPOLL_GAP: Duration = Duration::from_millis(10);
 /// How long a write waits for its own entry to reach the replica (read-your-writes here).
 const WRITE_VISIBLE_WAIT: Duration = Duration::from_secs(2);
 /// Bound on shutdown's wait for the streaming task.
@@ -127,6 +137,7 @@ impl CatalogReplica {
             stop: shutdown.child_token(),
             task: tokio::sync::Mutex::new(None),
             started: Instant::now(),
+            eager: tokio::sync::Notify::new(),
             config,
         });
         let task = tokio::spawn(stream_task(shared.clone(), servers));
@@ -168,6 +179,8 @@ struct Shared {
     stop: CancellationToken,
     task: tokio::sync::Mutex<Option<JoinHandle<()>>>,
     started: Instant,
+    /// Woken by a local write waiting for its entry: ends a [`REPOLL_GAP`] at once.
+    eager: tokio::sync::Notify,
 }
 
 /// The replica behind a client agent's `ServerHandle`. Cheap to clone.
@@ -349,6 +362,7 @@ impl Shared {
     /// Waits until the replica has applied `index` (bounded by `deadline`).
     async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ServerError> {
         let mut rx = self.applied.subscribe();
+        self.eager.notify_one();
         tokio::select! {
             biased;
             _ = self.stop.cancelled() => Err(ServerError::ShuttingDown),
@@ -515,40 +529,55 @@ async fn stream_task(shared: Arc<Shared>, mut servers: watch::Receiver<Vec<Strin
             r = shared.post::<_, StreamReply>(&addr, PATH_STREAM, &request, timeout) => r,
         };
         let problem = match result {
-            Ok(reply) => match shared.absorb(&addr, reply, Instant::now()) {
-                Absorbed::Current => {
-                    (failures, rounds, behind, leaderless) = (0, 0, 0, 0);
-                    continue;
-                }
-                Absorbed::Leaderless => {
-                    (failures, rounds, behind) = (0, 0, 0);
-                    leaderless += 1;
-                    if leaderless >= LEADERLESS_SWITCH && list.len() > 1 {
-                        // Perhaps only this server is cut off: try another.
-                        leaderless = 0;
+            Ok(reply) => {
+                let carried = match &reply.update {
+                    Update::Changes { entries } => !entries.is_empty(),
+                    Update::Snapshot { .. } => true,
+                    Update::Behind { .. } => false,
+                };
+                match shared.absorb(&addr, reply, Instant::now()) {
+                    Absorbed::Current => {
+                        (failures, rounds, behind, leaderless) = (0, 0, 0, 0);
+                        if carried {
+                            tokio::select! {
+                                biased;
+                                _ = shared.stop.cancelled() => break,
+                                _ = shared.eager.notified() => {}
+                                _ = tokio::time::sleep(REPOLL_GAP) => {}
+                            }
+                        }
+                        continue;
+                    }
+                    Absorbed::Leaderless => {
+                        (failures, rounds, behind) = (0, 0, 0);
+                        leaderless += 1;
+                        if leaderless >= LEADERLESS_SWITCH && list.len() > 1 {
+                            // Perhaps only this server is cut off: try another.
+                            leaderless = 0;
+                            rotation.skip();
+                        }
+                        continue;
+                    }
+                    Absorbed::Behind => {
+                        behind += 1;
                         rotation.skip();
+                        if behind > list.len() {
+                            // Every server is behind us: their log was reset; start over.
+                            tracing::warn!(
+                                "every server has applied less than this replica; taking a snapshot"
+                            );
+                            shared.resync();
+                            behind = 0;
+                        }
+                        format!("{addr} is behind this replica")
                     }
-                    continue;
-                }
-                Absorbed::Behind => {
-                    behind += 1;
-                    rotation.skip();
-                    if behind > list.len() {
-                        // Every server is behind us: their log was reset; start over.
-                        tracing::warn!(
-                            "every server has applied less than this replica; taking a snapshot"
-                        );
+                    Absorbed::Broken(e) => {
                         shared.resync();
-                        behind = 0;
+                        rotation.skip();
+                        e
                     }
-                    format!("{addr} is behind this replica")
                 }
-                Absorbed::Broken(e) => {
-                    shared.resync();
-                    rotation.skip();
-                    e
-                }
-            },
+            }
             Err(Attempt::Remote(e)) => {
                 rotation.skip();
                 format!("{addr} refused to stream: {}", e.into_server_error())
