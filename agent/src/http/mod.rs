@@ -336,7 +336,10 @@ pub(crate) async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper_util::service::TowerToHyperService::new(app);
-    let serving = conn.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+    // Upgrades: the RPC port's raft append channel (muster_server's `raft::channel`).
+    let serving = conn
+        .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+        .with_upgrades();
     let mut serving = std::pin::pin!(serving);
     match shutdown.run_until_cancelled(serving.as_mut()).await {
         Some(Ok(())) => {}

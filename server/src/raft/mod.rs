@@ -16,6 +16,7 @@
 // returned on cold paths only.
 #![allow(clippy::result_large_err)]
 
+mod channel;
 mod disk;
 mod network;
 mod rpc;

@@ -207,7 +207,12 @@ pub(crate) async fn post<T: DeserializeOwned>(
             body: text,
         });
     }
-    let reply: Reply<T> = serde_json::from_slice(&bytes).map_err(|source| PostError::Codec {
+    decode_reply(addr, &bytes)
+}
+
+/// Decodes a reply envelope's result.
+fn decode_reply<T: DeserializeOwned>(addr: &str, bytes: &[u8]) -> Result<T, PostError> {
+    let reply: Reply<T> = serde_json::from_slice(bytes).map_err(|source| PostError::Codec {
         addr: addr.to_string(),
         source,
     })?;
@@ -245,12 +250,30 @@ pub(crate) struct Network {
     pub(crate) peers: Arc<PeerAddrs>,
 }
 
-/// A connection to one peer (its id and recorded address; the client pools sockets).
+/// A connection to one peer (its id and recorded address; the client pools sockets), with
+/// the upgraded connection appends go over ([`super::channel`]).
 pub(crate) struct Connection {
     client: RpcClient,
     target: NodeId,
     recorded: String,
     peers: Arc<PeerAddrs>,
+    /// The open channel and the address it goes to (behind a mutex only so the connection
+    /// is `Sync`, as openraft wants; calls take `&mut self`, so it is never contended).
+    channel: tokio::sync::Mutex<Option<(String, reqwest::Upgraded)>>,
+    /// Until when appends use plain HTTP (the peer has no channel).
+    legacy_until: Option<tokio::time::Instant>,
+}
+
+/// Why an append did not go over the channel.
+enum ChannelError {
+    /// The peer does not offer it: use HTTP.
+    Unsupported,
+    /// The exchange failed, as an HTTP call can.
+    Failed(PostError),
+    /// Cannot connect.
+    Unreachable(PostError),
+    /// The frame exchange failed or timed out.
+    Broken(String),
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -262,6 +285,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             target,
             recorded: node.rpc_addr.clone(),
             peers: self.peers.clone(),
+            channel: tokio::sync::Mutex::new(None),
+            legacy_until: None,
         }
     }
 }
@@ -292,6 +317,80 @@ impl Connection {
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 
+    /// Sends an encoded append over the channel (opening it first if needed) and returns the
+    /// reply body.
+    async fn append_on_channel(
+        &mut self,
+        body: &[u8],
+        ttl: Duration,
+    ) -> Result<Vec<u8>, ChannelError> {
+        use super::channel::{self, read_frame, write_frame};
+        let addr = self.addr();
+        let channel = self.channel.get_mut();
+        if channel.as_ref().is_some_and(|(a, _)| *a != addr) {
+            *channel = None;
+        }
+        let deadline = tokio::time::Instant::now() + ttl;
+        if channel.is_none() {
+            let resp = self
+                .client
+                .client
+                .post(self.client.url(&addr, channel::PATH))
+                .timeout(ttl)
+                .header(reqwest::header::CONNECTION, "upgrade")
+                .header(reqwest::header::UPGRADE, channel::TOKEN)
+                .send()
+                .await
+                .map_err(|source| {
+                    let addr = addr.clone();
+                    if source.is_connect() {
+                        ChannelError::Unreachable(PostError::Connect { addr, source })
+                    } else {
+                        ChannelError::Failed(PostError::Transport { addr, source })
+                    }
+                })?;
+            match resp.status() {
+                reqwest::StatusCode::SWITCHING_PROTOCOLS => {}
+                reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED => {
+                    return Err(ChannelError::Unsupported);
+                }
+                other => {
+                    return Err(ChannelError::Failed(PostError::Status {
+                        addr,
+                        status: other.as_u16(),
+                        body: "refused the raft append channel".into(),
+                    }));
+                }
+            }
+            let upgraded = tokio::time::timeout_at(deadline, resp.upgrade())
+                .await
+                .map_err(|_| ChannelError::Broken(format!("{addr}: upgrade timed out")))?
+                .map_err(|source| {
+                    ChannelError::Failed(PostError::Transport {
+                        addr: addr.clone(),
+                        source,
+                    })
+                })?;
+            *channel = Some((addr.clone(), upgraded));
+        }
+        let Some((_, io)) = channel.as_mut() else {
+            return Err(ChannelError::Broken(format!("{addr}: no channel")));
+        };
+        let exchange = async {
+            write_frame(io, body).await?;
+            read_frame(io).await
+        };
+        let outcome = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(Ok(Some(reply))) => return Ok(reply),
+            Ok(Ok(None)) => format!("{addr} closed the raft append channel"),
+            Ok(Err(e)) => format!("raft append channel to {addr}: {e}"),
+            Err(_) => format!("raft append channel to {addr}: timed out after {ttl:?}"),
+        };
+        // The state of the stream is unknown: the next call opens a new one.
+        *channel = None;
+        Err(ChannelError::Broken(outcome))
+    }
+
     fn encode<T: Serialize, E: std::error::Error>(
         &self,
         body: &T,
@@ -315,6 +414,38 @@ impl RaftNetwork<TypeConfig> for Connection {
                 PayloadTooLarge::new_entries_hint(entries / 2),
             ));
         }
+        let use_channel = self
+            .legacy_until
+            .is_none_or(|t| tokio::time::Instant::now() >= t);
+        if use_channel {
+            let addr = self.addr();
+            match self.append_on_channel(&body, option.hard_ttl()).await {
+                Ok(reply) => {
+                    let result: Result<_, RaftError<NodeId>> = decode_reply(&addr, &reply)
+                        .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+                    return result
+                        .map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)));
+                }
+                Err(ChannelError::Unsupported) => {
+                    tracing::info!(
+                        peer = %addr,
+                        "server has no raft append channel (an older build); using HTTP"
+                    );
+                    self.legacy_until =
+                        Some(tokio::time::Instant::now() + super::channel::LEGACY_RETRY);
+                }
+                Err(ChannelError::Unreachable(e)) => {
+                    return Err(RPCError::Unreachable(Unreachable::new(&e)));
+                }
+                Err(ChannelError::Failed(e)) => {
+                    return Err(RPCError::Network(NetworkError::new(&e)));
+                }
+                Err(ChannelError::Broken(reason)) => {
+                    let e = std::io::Error::other(reason);
+                    return Err(RPCError::Network(NetworkError::new(&e)));
+                }
+            }
+        }
         self.call(PATH_APPEND, body, &option).await
     }
 
@@ -337,5 +468,77 @@ impl RaftNetwork<TypeConfig> for Connection {
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>> {
         let body = self.encode(&rpc)?;
         self.call(PATH_VOTE, body, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use openraft::Vote;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn heartbeat() -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn appends_fall_back_to_http_when_the_server_has_no_channel() {
+        // An older server: the HTTP append path only.
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = calls.clone();
+        let app = axum::Router::new().route(
+            PATH_APPEND,
+            post(move || {
+                let seen = seen.clone();
+                async move {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    serde_json::to_vec(&Reply {
+                        v: RPC_VERSION,
+                        result: Ok::<_, RaftError<NodeId>>(
+                            AppendEntriesResponse::<NodeId>::Success,
+                        ),
+                    })
+                    .unwrap()
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let mut network = Network {
+            client: http_client(None).unwrap(),
+            peers: Arc::default(),
+        };
+        let node = ServerNode {
+            name: "old".into(),
+            rpc_addr: addr,
+        };
+        let mut conn = network.new_client(2, &node).await;
+        let option = RPCOption::new(Duration::from_secs(5));
+        for _ in 0..3 {
+            let reply = conn.append_entries(heartbeat(), option.clone()).await;
+            assert!(
+                matches!(reply, Ok(AppendEntriesResponse::Success)),
+                "{reply:?}"
+            );
+        }
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            3,
+            "every append went over HTTP"
+        );
+        assert!(
+            conn.legacy_until.is_some(),
+            "the channel is not retried at once"
+        );
+        assert!(conn.channel.get_mut().is_none());
+        server.abort();
     }
 }

@@ -115,6 +115,7 @@ pub(crate) type ConfigurationReply = Result<RaftConfiguration, ForwardError>;
 pub(crate) fn router(inner: Arc<Inner>) -> Router {
     Router::new()
         .route(PATH_APPEND, post(append))
+        .route(super::channel::PATH, post(super::channel::upgrade))
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_WRITE, post(write))
@@ -131,22 +132,27 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
 
 /// Reads a versioned envelope; a bad or newer envelope becomes a 400 with a plain-text reason.
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Response> {
+    parse_body(bytes).map_err(bad_request)
+}
+
+/// Reads a versioned envelope, or says why not.
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     #[derive(Deserialize)]
     struct VersionOnly {
         v: u32,
     }
     match serde_json::from_slice::<Envelope<T>>(bytes) {
         Ok(env) if (1..=RPC_VERSION).contains(&env.v) => Ok(env.body),
-        Ok(env) => Err(bad_request(format!(
+        Ok(env) => Err(format!(
             "unsupported RPC version {} (this server speaks {RPC_VERSION})",
             env.v
-        ))),
+        )),
         Err(e) => match serde_json::from_slice::<VersionOnly>(bytes) {
-            Ok(v) if v.v > RPC_VERSION => Err(bad_request(format!(
+            Ok(v) if v.v > RPC_VERSION => Err(format!(
                 "unsupported RPC version {} (this server speaks {RPC_VERSION})",
                 v.v
-            ))),
-            _ => Err(bad_request(format!("malformed RPC body: {e}"))),
+            )),
+            _ => Err(format!("malformed RPC body: {e}")),
         },
     }
 }
@@ -155,11 +161,15 @@ fn bad_request(msg: String) -> Response {
     (StatusCode::BAD_REQUEST, msg).into_response()
 }
 
-fn reply<T: Serialize>(result: T) -> Response {
-    match serde_json::to_vec(&Reply {
+fn encode_reply<T: Serialize>(result: T) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&Reply {
         v: RPC_VERSION,
         result,
-    }) {
+    })
+}
+
+fn reply<T: Serialize>(result: T) -> Response {
+    match encode_reply(result) {
         Ok(body) => (
             [(axum::http::header::CONTENT_TYPE, "application/json")],
             body,
@@ -174,13 +184,27 @@ async fn append(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
+    reply(handle_append(&inner, req).await)
+}
+
+async fn handle_append(
+    inner: &Arc<Inner>,
+    req: AppendEntriesRequest<TypeConfig>,
+) -> Result<AppendEntriesResponse<super::NodeId>, openraft::error::RaftError<super::NodeId>> {
     let res = inner.raft().append_entries(req).await;
     if let Ok(r) = &res
         && !matches!(r, AppendEntriesResponse::HigherVote(_))
     {
         inner.touch_leader_contact();
     }
-    reply(res)
+    res
+}
+
+/// An append frame of the channel ([`super::channel`]): the reply body the HTTP path would
+/// send, or why the request is unreadable.
+pub(crate) async fn append_reply(inner: &Arc<Inner>, body: &[u8]) -> Result<Vec<u8>, String> {
+    let req: AppendEntriesRequest<TypeConfig> = parse_body(body)?;
+    encode_reply(handle_append(inner, req).await).map_err(|e| e.to_string())
 }
 
 async fn vote(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
