@@ -270,8 +270,8 @@ impl Storage {
         &self.path
     }
 
-    /// Write transactions of log appends and committed-pointer saves so far (each covers a
-    /// whole group of queued requests).
+    /// Group commits so far: each is one log write and `fdatasync` for a whole group of
+    /// queued appends (and committed-pointer saves).
     pub fn group_commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }

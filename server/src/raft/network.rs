@@ -27,6 +27,7 @@ use openraft::raft::{
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::channel::{self, ChannelError};
 use super::{NodeId, ServerNode, TypeConfig};
 use crate::config::RpcTls;
 
@@ -82,6 +83,8 @@ pub(crate) enum PostError {
         status: u16,
         body: String,
     },
+    #[error("{reason}")]
+    Channel { addr: String, reason: String },
     #[error("cannot encode or decode an RPC to {addr}: {source}")]
     Codec {
         addr: String,
@@ -211,7 +214,7 @@ pub(crate) async fn post<T: DeserializeOwned>(
 }
 
 /// Decodes a reply envelope's result.
-fn decode_reply<T: DeserializeOwned>(addr: &str, bytes: &[u8]) -> Result<T, PostError> {
+pub(crate) fn decode_reply<T: DeserializeOwned>(addr: &str, bytes: &[u8]) -> Result<T, PostError> {
     let reply: Reply<T> = serde_json::from_slice(bytes).map_err(|source| PostError::Codec {
         addr: addr.to_string(),
         source,
@@ -264,18 +267,6 @@ pub(crate) struct Connection {
     legacy_until: Option<tokio::time::Instant>,
 }
 
-/// Why an append did not go over the channel.
-enum ChannelError {
-    /// The peer does not offer it: use HTTP.
-    Unsupported,
-    /// The exchange failed, as an HTTP call can.
-    Failed(PostError),
-    /// Cannot connect.
-    Unreachable(PostError),
-    /// The frame exchange failed or timed out.
-    Broken(String),
-}
-
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
@@ -324,71 +315,27 @@ impl Connection {
         body: &[u8],
         ttl: Duration,
     ) -> Result<Vec<u8>, ChannelError> {
-        use super::channel::{self, read_frame, write_frame};
         let addr = self.addr();
+        let deadline = tokio::time::Instant::now() + ttl;
         let channel = self.channel.get_mut();
         if channel.as_ref().is_some_and(|(a, _)| *a != addr) {
             *channel = None;
         }
-        let deadline = tokio::time::Instant::now() + ttl;
-        if channel.is_none() {
-            let resp = self
-                .client
-                .client
-                .post(self.client.url(&addr, channel::PATH))
-                .timeout(ttl)
-                .header(reqwest::header::CONNECTION, "upgrade")
-                .header(reqwest::header::UPGRADE, channel::TOKEN)
-                .send()
-                .await
-                .map_err(|source| {
-                    let addr = addr.clone();
-                    if source.is_connect() {
-                        ChannelError::Unreachable(PostError::Connect { addr, source })
-                    } else {
-                        ChannelError::Failed(PostError::Transport { addr, source })
-                    }
-                })?;
-            match resp.status() {
-                reqwest::StatusCode::SWITCHING_PROTOCOLS => {}
-                reqwest::StatusCode::NOT_FOUND | reqwest::StatusCode::METHOD_NOT_ALLOWED => {
-                    return Err(ChannelError::Unsupported);
-                }
-                other => {
-                    return Err(ChannelError::Failed(PostError::Status {
-                        addr,
-                        status: other.as_u16(),
-                        body: "refused the raft append channel".into(),
-                    }));
-                }
+        let io = match channel {
+            Some((_, io)) => io,
+            None => {
+                let io =
+                    channel::open(&self.client, &addr, channel::PATH, channel::TOKEN, deadline)
+                        .await?;
+                &mut channel.insert((addr.clone(), io)).1
             }
-            let upgraded = tokio::time::timeout_at(deadline, resp.upgrade())
-                .await
-                .map_err(|_| ChannelError::Broken(format!("{addr}: upgrade timed out")))?
-                .map_err(|source| {
-                    ChannelError::Failed(PostError::Transport {
-                        addr: addr.clone(),
-                        source,
-                    })
-                })?;
-            *channel = Some((addr.clone(), upgraded));
+        };
+        let reply = channel::exchange(io, &addr, body, deadline).await;
+        if reply.is_err() {
+            // The state of the stream is unknown: the next call opens a new one.
+            *channel = None;
         }
-        let Some((_, io)) = channel.as_mut() else {
-            return Err(ChannelError::Broken(format!("{addr}: no channel")));
-        };
-        let exchange = async {
-            write_frame(io, body).await?;
-            read_frame(io).await
-        };
-        let outcome = match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(Ok(Some(reply))) => return Ok(reply),
-            Ok(Ok(None)) => format!("{addr} closed the raft append channel"),
-            Ok(Err(e)) => format!("raft append channel to {addr}: {e}"),
-            Err(_) => format!("raft append channel to {addr}: timed out after {ttl:?}"),
-        };
-        // The state of the stream is unknown: the next call opens a new one.
-        *channel = None;
-        Err(ChannelError::Broken(outcome))
+        reply
     }
 
     fn encode<T: Serialize, E: std::error::Error>(
@@ -431,8 +378,7 @@ impl RaftNetwork<TypeConfig> for Connection {
                         peer = %addr,
                         "server has no raft append channel (an older build); using HTTP"
                     );
-                    self.legacy_until =
-                        Some(tokio::time::Instant::now() + super::channel::LEGACY_RETRY);
+                    self.legacy_until = Some(tokio::time::Instant::now() + channel::LEGACY_RETRY);
                 }
                 Err(ChannelError::Unreachable(e)) => {
                     return Err(RPCError::Unreachable(Unreachable::new(&e)));

@@ -119,6 +119,10 @@ pub(crate) fn router(inner: Arc<Inner>) -> Router {
         .route(PATH_VOTE, post(vote))
         .route(PATH_SNAPSHOT, post(snapshot))
         .route(PATH_WRITE, post(write))
+        .route(
+            super::channel::WRITE_PATH,
+            post(super::channel::upgrade_write),
+        )
         .route(PATH_READ_INDEX, post(read_index))
         .route(crate::replica::wire::PATH_STREAM, post(stream))
         .route(PATH_PEERS, post(peers))
@@ -231,11 +235,21 @@ async fn write(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(resp) => return resp,
     };
-    let result: ForwardWriteReply = inner
+    reply(handle_write(&inner, req).await)
+}
+
+async fn handle_write(inner: &Arc<Inner>, req: ForwardWrite) -> ForwardWriteReply {
+    inner
         .write_forwarded(req.command)
         .await
-        .map_err(ForwardError::from);
-    reply(result)
+        .map_err(ForwardError::from)
+}
+
+/// A forwarded write's frame ([`super::channel`]): the reply body the HTTP path would send,
+/// or why the request is unreadable.
+pub(crate) async fn write_reply(inner: &Arc<Inner>, body: &[u8]) -> Result<Vec<u8>, String> {
+    let req: ForwardWrite = parse_body(body)?;
+    encode_reply(handle_write(inner, req).await).map_err(|e| e.to_string())
 }
 
 async fn read_index(State(inner): State<Arc<Inner>>, body: Bytes) -> Response {

@@ -30,9 +30,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::channel::ChannelError;
 use super::network::{
-    Network, PATH_READ_INDEX, PATH_WRITE, PeerAddrs, PostError, RpcClient, encode_request,
-    http_client, post,
+    Network, PATH_READ_INDEX, PATH_WRITE, PeerAddrs, PostError, RpcClient, decode_reply,
+    encode_request, http_client, post,
 };
 use super::rpc::{ForwardError, ForwardWrite, ReadIndexReply};
 use super::store::{self};
@@ -168,6 +169,8 @@ pub(crate) struct Inner {
     raft: Raft,
     shared: Arc<Shared>,
     client: RpcClient,
+    /// Connections for writes forwarded to the leader.
+    forwarding: super::channel::Pool,
     /// Peer addresses from gossip (they win over the membership's; see `network`).
     peers: Arc<PeerAddrs>,
     storage: parking_lot::Mutex<Option<Storage>>,
@@ -279,6 +282,7 @@ impl CatalogServer {
             raft,
             shared,
             client,
+            forwarding: super::channel::Pool::default(),
             peers,
             storage: parking_lot::Mutex::new(Some(storage)),
             stop,
@@ -489,7 +493,7 @@ impl Inner {
                         .min(FORWARD_ATTEMPT);
                     let reply: Result<Result<T, ForwardError>, PostError> =
                         match encode_request(&addr, request) {
-                            Ok(body) => post(&self.client, &addr, path, body, budget).await,
+                            Ok(body) => self.forward(&addr, path, body, budget).await,
                             Err(e) => Err(e),
                         };
                     match reply {
@@ -514,6 +518,36 @@ impl Inner {
                 });
             }
         }
+    }
+
+    /// One call to the leader: writes over a pooled forwarding channel when the leader has
+    /// one (see `raft::channel`), anything else (and writes to older leaders) over HTTP.
+    async fn forward<T: DeserializeOwned>(
+        &self,
+        addr: &str,
+        path: &str,
+        body: Vec<u8>,
+        budget: Duration,
+    ) -> Result<T, PostError> {
+        if path == PATH_WRITE && !self.forwarding.is_legacy(addr) {
+            let deadline = Instant::now() + budget;
+            match self
+                .forwarding
+                .call(&self.client, addr, &body, deadline)
+                .await
+            {
+                Ok(reply) => return decode_reply(addr, &reply),
+                Err(ChannelError::Unsupported) => {}
+                Err(ChannelError::Failed(e) | ChannelError::Unreachable(e)) => return Err(e),
+                Err(ChannelError::Broken(reason)) => {
+                    return Err(PostError::Channel {
+                        addr: addr.to_string(),
+                        reason,
+                    });
+                }
+            }
+        }
+        post(&self.client, addr, path, body, budget).await
     }
 
     /// Leader side of a follower's consistent read: confirm leadership with a quorum and return
