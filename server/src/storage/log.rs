@@ -660,6 +660,16 @@ mod tests {
             .collect()
     }
 
+    /// A log in `dir` with entries `1..=count` of `SEGMENT_BYTES / per_segment` bytes each.
+    fn big_entries(dir: &Path, per_segment: u64, count: u64) -> Log {
+        let mut log = Log::open(dir, None).unwrap();
+        let big = vec![7u8; (SEGMENT_BYTES / per_segment) as usize];
+        for i in 1..=count {
+            log.append([(i, big.as_slice())]).unwrap();
+        }
+        log
+    }
+
     fn segment_files(dir: &Path) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = fs::read_dir(dir)
             .unwrap()
@@ -717,12 +727,8 @@ mod tests {
     #[test]
     fn segments_roll_and_purge_removes_whole_segments() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), None).unwrap();
         // Three segments: entries of about a third of SEGMENT_BYTES each.
-        let big = vec![7u8; (SEGMENT_BYTES / 3) as usize];
-        for i in 1..=7u64 {
-            log.append([(i, big.as_slice())]).unwrap();
-        }
+        let mut log = big_entries(dir.path(), 3, 7);
         let files = segment_files(dir.path());
         assert_eq!(files.len(), 3, "{files:?}");
         // Truncating into an earlier segment removes the later ones.
@@ -830,12 +836,7 @@ mod tests {
     #[test]
     fn damage_before_the_tail_is_an_error_naming_the_file_and_nothing_is_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = Log::open(dir.path(), None).unwrap();
-        let big = vec![1u8; (SEGMENT_BYTES / 2) as usize];
-        for i in 1..=3u64 {
-            log.append([(i, big.as_slice())]).unwrap();
-        }
-        drop(log);
+        drop(big_entries(dir.path(), 2, 3));
         let first = segment_path(dir.path(), 1);
         assert!(segment_files(dir.path()).len() >= 2);
         let mut bytes = fs::read(&first).unwrap();
