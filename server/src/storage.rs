@@ -449,15 +449,16 @@ fn open_store(path: &Path) -> Result<(Store, Recovered), StoreError> {
             reason: format!("unexpected tables {tables:?}"),
         });
     }
-    let mut recovered = recover(&db, path).map_err(|e| match e {
+    let meta = recover(&db, path).map_err(|e| match e {
         RecoverError::Db(e) => corrupted(e),
         RecoverError::Store(e) => e,
     })?;
     let log_dir = dir.join(log::DIR_NAME);
-    if recovered.format == 1 {
+    if meta.format == 1 {
         move_log_out_of_redb(&db, path, &log_dir)?;
     }
-    let log = Log::open(&log_dir, recovered.purged_index).map_err(open_log_error)?;
+    let log = Log::open(&log_dir, meta.purged_index).map_err(open_log_error)?;
+    let mut recovered = meta.recovered;
     recovered.last_entry = log.last_entry().map_err(open_log_error)?;
     let store = Store {
         db,
@@ -465,7 +466,7 @@ fn open_store(path: &Path) -> Result<(Store, Recovered), StoreError> {
         committed: None,
         committed_at: None,
     };
-    Ok((store, recovered.into()))
+    Ok((store, recovered))
 }
 
 fn open_log_error(e: LogError) -> StoreError {
@@ -562,27 +563,12 @@ impl<E: Into<redb::Error>> From<E> for RecoverError {
     }
 }
 
-/// What the redb file holds, before the log is opened.
+/// What the redb file holds, before the log is opened (`recovered.last_entry` comes from the
+/// log).
 struct RecoveredMeta {
+    recovered: Recovered,
     format: u64,
-    vote: Option<Vec<u8>>,
-    committed: Option<Vec<u8>>,
-    last_purged: Option<Vec<u8>>,
     purged_index: Option<u64>,
-    last_entry: Option<Vec<u8>>,
-    snapshot: Option<SnapshotParts>,
-}
-
-impl From<RecoveredMeta> for Recovered {
-    fn from(m: RecoveredMeta) -> Recovered {
-        Recovered {
-            vote: m.vote,
-            committed: m.committed,
-            last_purged: m.last_purged,
-            last_entry: m.last_entry,
-            snapshot: m.snapshot,
-        }
-    }
 }
 
 fn be_u64(bytes: Option<Vec<u8>>) -> Option<u64> {
@@ -622,13 +608,15 @@ fn recover(db: &Database, path: &Path) -> Result<RecoveredMeta, RecoverError> {
         _ => None,
     };
     Ok(RecoveredMeta {
+        recovered: Recovered {
+            vote: get(KEY_VOTE)?,
+            committed: get(KEY_COMMITTED)?,
+            last_purged: get(KEY_LAST_PURGED)?,
+            last_entry: None,
+            snapshot,
+        },
         format,
-        vote: get(KEY_VOTE)?,
-        committed: get(KEY_COMMITTED)?,
-        last_purged: get(KEY_LAST_PURGED)?,
         purged_index: be_u64(get(KEY_PURGED_INDEX)?),
-        last_entry: None,
-        snapshot,
     })
 }
 

@@ -27,7 +27,6 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-
 use tokio::time::Instant;
 
 use super::network::{MAX_RPC_BODY, PostError, RpcClient};

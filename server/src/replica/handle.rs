@@ -29,7 +29,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::state::{Applied, ReplicaState, prepare};
-use super::wire::{PATH_STREAM, StreamReply, StreamRequest, Update, WireServer};
+use super::wire::{PATH_STREAM, StreamReply, StreamRequest, WireServer};
 use crate::catalog::command::Command;
 use crate::catalog::model::Index;
 use crate::catalog::{Catalog, Table, TableIndexes};
@@ -528,56 +528,50 @@ async fn stream_task(shared: Arc<Shared>, mut servers: watch::Receiver<Vec<Strin
             _ = shared.stop.cancelled() => break,
             r = shared.post::<_, StreamReply>(&addr, PATH_STREAM, &request, timeout) => r,
         };
+        let carried = matches!(&result, Ok(reply) if reply.update.carries_changes());
         let problem = match result {
-            Ok(reply) => {
-                let carried = match &reply.update {
-                    Update::Changes { entries } => !entries.is_empty(),
-                    Update::Snapshot { .. } => true,
-                    Update::Behind { .. } => false,
-                };
-                match shared.absorb(&addr, reply, Instant::now()) {
-                    Absorbed::Current => {
-                        (failures, rounds, behind, leaderless) = (0, 0, 0, 0);
-                        if carried {
-                            tokio::select! {
-                                biased;
-                                _ = shared.stop.cancelled() => break,
-                                _ = shared.eager.notified() => {}
-                                _ = tokio::time::sleep(REPOLL_GAP) => {}
-                            }
+            Ok(reply) => match shared.absorb(&addr, reply, Instant::now()) {
+                Absorbed::Current => {
+                    (failures, rounds, behind, leaderless) = (0, 0, 0, 0);
+                    if carried {
+                        tokio::select! {
+                            biased;
+                            _ = shared.stop.cancelled() => break,
+                            _ = shared.eager.notified() => {}
+                            _ = tokio::time::sleep(REPOLL_GAP) => {}
                         }
-                        continue;
                     }
-                    Absorbed::Leaderless => {
-                        (failures, rounds, behind) = (0, 0, 0);
-                        leaderless += 1;
-                        if leaderless >= LEADERLESS_SWITCH && list.len() > 1 {
-                            // Perhaps only this server is cut off: try another.
-                            leaderless = 0;
-                            rotation.skip();
-                        }
-                        continue;
-                    }
-                    Absorbed::Behind => {
-                        behind += 1;
-                        rotation.skip();
-                        if behind > list.len() {
-                            // Every server is behind us: their log was reset; start over.
-                            tracing::warn!(
-                                "every server has applied less than this replica; taking a snapshot"
-                            );
-                            shared.resync();
-                            behind = 0;
-                        }
-                        format!("{addr} is behind this replica")
-                    }
-                    Absorbed::Broken(e) => {
-                        shared.resync();
-                        rotation.skip();
-                        e
-                    }
+                    continue;
                 }
-            }
+                Absorbed::Leaderless => {
+                    (failures, rounds, behind) = (0, 0, 0);
+                    leaderless += 1;
+                    if leaderless >= LEADERLESS_SWITCH && list.len() > 1 {
+                        // Perhaps only this server is cut off: try another.
+                        leaderless = 0;
+                        rotation.skip();
+                    }
+                    continue;
+                }
+                Absorbed::Behind => {
+                    behind += 1;
+                    rotation.skip();
+                    if behind > list.len() {
+                        // Every server is behind us: their log was reset; start over.
+                        tracing::warn!(
+                            "every server has applied less than this replica; taking a snapshot"
+                        );
+                        shared.resync();
+                        behind = 0;
+                    }
+                    format!("{addr} is behind this replica")
+                }
+                Absorbed::Broken(e) => {
+                    shared.resync();
+                    rotation.skip();
+                    e
+                }
+            },
             Err(Attempt::Remote(e)) => {
                 rotation.skip();
                 format!("{addr} refused to stream: {}", e.into_server_error())

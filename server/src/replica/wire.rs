@@ -56,6 +56,17 @@ pub(crate) enum Update {
     Behind { applied: Option<Position> },
 }
 
+impl Update {
+    /// Whether it moves the replica (a snapshot, or at least one entry).
+    pub(crate) fn carries_changes(&self) -> bool {
+        match self {
+            Update::Changes { entries } => !entries.is_empty(),
+            Update::Snapshot { .. } => true,
+            Update::Behind { .. } => false,
+        }
+    }
+}
+
 /// A member of the Raft configuration, as the server sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct WireServer {

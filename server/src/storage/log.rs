@@ -341,7 +341,7 @@ impl Log {
     /// The last entry's index, if any entry is held.
     pub fn last_index(&self) -> Option<u64> {
         let last = self.segments.iter().rev().find_map(Segment::last)?;
-        (last > self.purged.unwrap_or(0) || self.purged.is_none()).then_some(last)
+        self.purged.is_none_or(|p| last > p).then_some(last)
     }
 
     /// The last entry, if any.
@@ -392,14 +392,11 @@ impl Log {
             .into_iter()
             .filter(|(i, _)| self.purged.is_none_or(|p| *i > p))
             .collect();
-        // Check the whole batch before touching anything.
+        // Check the whole batch before touching anything (any index above the purged one
+        // may start an empty log).
         let mut last = self.last_index();
         for &(index, _) in &entries {
-            let follows = match last {
-                Some(l) => index == l + 1,
-                None => self.purged.is_none_or(|p| index > p),
-            };
-            if !follows {
+            if last.is_some_and(|l| index != l + 1) {
                 return Err(LogError::OutOfOrder { index, last });
             }
             last = Some(index);
