@@ -100,10 +100,47 @@ pub(crate) struct Shared {
     /// The last applied index, published after each applied batch or installed snapshot
     /// (wakes replica long polls, also for entries that do not touch the catalog).
     applied: tokio::sync::watch::Sender<u64>,
+    /// How much of the log is on disk (see [`Durable`]).
+    durable: tokio::sync::watch::Sender<Durable>,
+}
+
+/// How much of this node's log is known to be on disk.
+///
+/// A leader tells openraft that its own appends are flushed as soon as they are queued, so
+/// that replication to the followers overlaps its `fdatasync` (openraft 0.9 waits for the
+/// flush before it replicates). Durability is then enforced where it matters: such an entry
+/// is applied (and so acknowledged to a client or visible to a read) only after its sync, and
+/// the commit index sent to followers never passes an entry still waiting for its sync here.
+/// An entry therefore becomes visible anywhere only once it is on disk on a majority, as if
+/// the leader had waited. Followers acknowledge only synced entries, as before.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Durable {
+    /// The last entry covered by a completed sync.
+    through: Option<LogId>,
+    /// The last entry reported flushed before its sync.
+    early: Option<LogId>,
+    /// A sync failed: entries reported early will never be synced.
+    failed: bool,
+}
+
+impl Durable {
+    /// Whether `id` was reported flushed early and is not known to be on disk yet.
+    fn pending(&self, id: LogId) -> bool {
+        self.through < Some(id) && Some(id) <= self.early
+    }
+
+    /// The commit index followers may learn: never past an entry still pending here.
+    pub(crate) fn clamp_commit(&self, committed: Option<LogId>) -> Option<LogId> {
+        if self.early > self.through && committed > self.through {
+            self.through
+        } else {
+            committed
+        }
+    }
 }
 
 impl Shared {
-    fn new(state: SmState) -> Arc<Self> {
+    fn new(state: SmState, durable: Durable) -> Arc<Self> {
         let watches = TableWatches::new(state.catalog.indexes());
         let applied = tokio::sync::watch::Sender::new(state.last_applied.map_or(0, |l| l.index));
         Arc::new(Shared {
@@ -112,6 +149,7 @@ impl Shared {
             last_leader_contact: Mutex::new(None),
             committed_index: Mutex::new(None),
             applied,
+            durable: tokio::sync::watch::Sender::new(durable),
         })
     }
 }

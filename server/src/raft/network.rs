@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::channel::{self, ChannelError};
-use super::{NodeId, ServerNode, TypeConfig};
+use super::{Durable, NodeId, ServerNode, TypeConfig};
 use crate::config::RpcTls;
 
 /// Version of the RPC envelopes this build speaks.
@@ -251,6 +251,8 @@ impl PeerAddrs {
 pub(crate) struct Network {
     pub(crate) client: RpcClient,
     pub(crate) peers: Arc<PeerAddrs>,
+    /// How much of the local log is on disk: bounds the commit index sent.
+    pub(crate) durable: tokio::sync::watch::Receiver<Durable>,
 }
 
 /// A connection to one peer (its id and recorded address; the client pools sockets), with
@@ -265,6 +267,7 @@ pub(crate) struct Connection {
     channel: tokio::sync::Mutex<Option<(String, reqwest::Upgraded)>>,
     /// Until when appends use plain HTTP (the peer has no channel).
     legacy_until: Option<tokio::time::Instant>,
+    durable: tokio::sync::watch::Receiver<Durable>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -278,6 +281,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             peers: self.peers.clone(),
             channel: tokio::sync::Mutex::new(None),
             legacy_until: None,
+            durable: self.durable.clone(),
         }
     }
 }
@@ -349,10 +353,13 @@ impl Connection {
 impl RaftNetwork<TypeConfig> for Connection {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, ServerNode, RaftError<NodeId>>>
     {
+        // A follower applies what it is told is committed: never an entry not yet on disk
+        // here (this leader reports its own appends flushed early; see `Durable`).
+        rpc.leader_commit = self.durable.borrow().clamp_commit(rpc.leader_commit);
         let entries = rpc.entries.len() as u64;
         let body = self.encode(&rpc)?;
         if body.len() > SPLIT_APPEND_ABOVE && entries > 1 {
@@ -461,6 +468,7 @@ mod tests {
         let mut network = Network {
             client: http_client(None).unwrap(),
             peers: Arc::default(),
+            durable: tokio::sync::watch::Sender::new(Durable::default()).subscribe(),
         };
         let node = ServerNode {
             name: "old".into(),

@@ -250,11 +250,13 @@ impl CatalogServer {
         .map_err(|e| ServerError::Config(e.to_string()))?;
         let client = http_client(config.rpc_tls.as_ref()).map_err(ServerError::Config)?;
 
-        let (storage, log_store, state_machine, shared) = store::open(data_dir).await?;
+        let (storage, log_store, state_machine, shared) =
+            store::open(data_dir, config.node_id).await?;
         let peers = Arc::new(PeerAddrs::default());
         let network = Network {
             client: client.clone(),
             peers: peers.clone(),
+            durable: shared.durable.subscribe(),
         };
         let raft = match Raft::new(
             config.node_id,

@@ -15,6 +15,10 @@
 //!   behind a group commit on the storage thread; truncate and purge update it first.
 //! - every applied entry also goes into the replica ring (`stream`), under the same lock, and
 //!   the applied index is published after the lock is released (replica long polls wake).
+//! - a leader's own appends (entries of its current, committed term) are reported flushed as
+//!   soon as they are queued; until their sync completes they are pending in
+//!   [`Durable`](super::Durable): `apply` waits for it, and the network never tells a follower
+//!   a commit index that covers them. Every other append is reported after its sync.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
@@ -33,8 +37,8 @@ use parking_lot::Mutex;
 
 use super::stream::{ChangeRing, RING_CAPACITY};
 use super::{
-    Entry, LogId, Shared, SmState, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote,
-    decode, encode,
+    Durable, Entry, LogId, NodeId, Shared, SmState, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig, Vote, decode, encode,
 };
 use crate::catalog::Catalog;
 use crate::catalog::command::CommandResult;
@@ -96,6 +100,8 @@ impl LogCache {
 
 /// The log half of the store; owned by openraft's core task.
 pub(crate) struct LogStore {
+    /// This server's id: appends of its own leadership are reported flushed early.
+    node_id: NodeId,
     storage: StorageHandle,
     cache: Arc<Mutex<LogCache>>,
     shared: Arc<Shared>,
@@ -126,6 +132,52 @@ pub(crate) struct SnapshotBuilder {
     last_membership: StoredMembership,
 }
 
+/// The sync of a leader's own append that openraft was told is already flushed: pending in
+/// [`Durable`] from creation until the storage thread reports; dropped unreported (the store
+/// closed with it queued), it counts as failed, so nothing waits for it forever.
+struct EarlySync {
+    shared: Arc<Shared>,
+    last: LogId,
+    reported: bool,
+}
+
+impl EarlySync {
+    fn new(shared: Arc<Shared>, last: LogId) -> Self {
+        shared
+            .durable
+            .send_modify(|d| d.early = d.early.max(Some(last)));
+        EarlySync {
+            shared,
+            last,
+            reported: false,
+        }
+    }
+
+    fn report(mut self, ok: bool) {
+        self.reported = true;
+        record_sync(&self.shared, self.last, ok);
+    }
+}
+
+impl Drop for EarlySync {
+    fn drop(&mut self) {
+        if !self.reported {
+            record_sync(&self.shared, self.last, false);
+        }
+    }
+}
+
+/// Records the outcome of the sync that covers every entry up to `last`.
+fn record_sync(shared: &Shared, last: LogId, ok: bool) {
+    shared.durable.send_modify(|d| {
+        if ok {
+            d.through = d.through.max(Some(last));
+        } else {
+            d.failed = true;
+        }
+    });
+}
+
 /// Distinguishes snapshots built at the same log id.
 static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -136,9 +188,10 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
 /// Opens the store file and builds both halves from what it holds.
 pub(crate) async fn open(
     dir: &Path,
+    node_id: NodeId,
 ) -> Result<(Storage, LogStore, StateMachine, Arc<Shared>), StoreError> {
     let (storage, recovered) = Storage::open(dir).await?;
-    match build(&storage, recovered) {
+    match build(&storage, recovered, node_id) {
         Ok((log, sm, shared)) => Ok((storage, log, sm, shared)),
         Err(e) => {
             storage.close(std::time::Duration::from_secs(5)).await;
@@ -150,6 +203,7 @@ pub(crate) async fn open(
 fn build(
     storage: &Storage,
     rec: Recovered,
+    node_id: NodeId,
 ) -> Result<(LogStore, StateMachine, Arc<Shared>), StoreError> {
     let path = storage.path().to_path_buf();
     let opt = |what: &str, bytes: Option<Vec<u8>>| -> Result<Option<LogId>, StoreError> {
@@ -193,9 +247,15 @@ fn build(
             }
         }
     };
-    let shared = Shared::new(state);
+    // What the files hold is on disk (opening synced any repair).
+    let durable = Durable {
+        through: last_log,
+        ..Durable::default()
+    };
+    let shared = Shared::new(state, durable);
     *shared.committed_index.lock() = committed.map(|c| c.index);
     let log = LogStore {
+        node_id,
         storage: storage.handle(),
         cache: Arc::default(),
         shared: shared.clone(),
@@ -328,15 +388,32 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             callback.log_io_completed(Ok(()));
             return Ok(());
         };
+        // Entries of this leader's own current term: see the module docs.
+        let own = self.vote.is_some_and(|v| {
+            v.is_committed()
+                && v.leader_id().node_id == self.node_id
+                && entries.iter().all(|e| e.log_id.leader_id == *v.leader_id())
+        });
         // Readable on return: from the cache, and from the store behind it (queued first).
         self.cache.lock().append(entries);
-        // The callback runs on the storage thread once the group commit is durable.
-        self.storage
-            .append(batch, move |res| {
-                callback.log_io_completed(res.map_err(io::Error::other));
-            })
-            .await
-            .map_err(|e| StorageIOError::write_logs(&e))?;
+        if own {
+            let sync = EarlySync::new(self.shared.clone(), last);
+            self.storage
+                .append(batch, move |res| sync.report(res.is_ok()))
+                .await
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+            callback.log_io_completed(Ok(()));
+        } else {
+            // The callback runs on the storage thread once the group commit is durable.
+            let shared = self.shared.clone();
+            self.storage
+                .append(batch, move |res| {
+                    record_sync(&shared, last, res.is_ok());
+                    callback.log_io_completed(res.map_err(io::Error::other));
+                })
+                .await
+                .map_err(|e| StorageIOError::write_logs(&e))?;
+        }
         self.last_log = Some(last);
         Ok(())
     }
@@ -356,6 +433,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             ),
             None => None,
         };
+        // The truncation is synced, and so is everything before it; nothing removed is
+        // pending any more.
+        let last = self.last_log;
+        self.shared.durable.send_modify(|d| {
+            d.through = last;
+            d.early = d.early.min(last);
+        });
         Ok(())
     }
 
@@ -374,6 +458,25 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+impl StateMachine {
+    /// Waits until `id` (and so every entry before it) is on disk here; see [`Durable`].
+    async fn synced(&self, id: LogId) -> Result<(), StorageError> {
+        if !self.shared.durable.borrow().pending(id) {
+            return Ok(());
+        }
+        let mut rx = self.shared.durable.subscribe();
+        let state = *rx
+            .wait_for(|d| d.failed || !d.pending(id))
+            .await
+            .map_err(|e| StorageIOError::write_logs(&e))?;
+        if state.pending(id) {
+            let e = io::Error::other(format!("the log write holding entry {id} failed"));
+            return Err(StorageIOError::write_logs(&e).into());
+        }
+        Ok(())
+    }
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
@@ -387,6 +490,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if let Some(last) = entries.last() {
+            self.synced(last.log_id).await?;
+        }
         let mut results = Vec::new();
         let (indexes, applied) = {
             let mut st = self.shared.state.write();
@@ -529,7 +636,7 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, Guard> for Builder {
         async fn build(&self) -> Result<(Guard, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().map_err(|e| StorageIOError::write(&e))?;
-            let (storage, log, sm, _) = open(dir.path())
+            let (storage, log, sm, _) = open(dir.path(), 1)
                 .await
                 .map_err(|e| StorageIOError::write(&e))?;
             Ok((
@@ -582,6 +689,85 @@ mod tests {
     }
 
     #[test]
+    fn durable_holds_back_only_entries_reported_early() {
+        let mut d = Durable::default();
+        assert!(!d.pending(log_id(1, 1)), "nothing reported early");
+        assert_eq!(d.clamp_commit(Some(log_id(1, 4))), Some(log_id(1, 4)));
+        d.through = Some(log_id(1, 3));
+        d.early = Some(log_id(1, 6));
+        assert!(!d.pending(log_id(1, 3)), "synced");
+        assert!(d.pending(log_id(1, 4)) && d.pending(log_id(1, 6)));
+        assert!(
+            !d.pending(log_id(1, 7)),
+            "not reported early: openraft waits for its sync"
+        );
+        assert_eq!(d.clamp_commit(Some(log_id(1, 5))), Some(log_id(1, 3)));
+        assert_eq!(d.clamp_commit(Some(log_id(1, 2))), Some(log_id(1, 2)));
+        d.through = Some(log_id(1, 6));
+        assert!(!d.pending(log_id(1, 6)));
+        assert_eq!(d.clamp_commit(Some(log_id(1, 6))), Some(log_id(1, 6)));
+    }
+
+    #[tokio::test]
+    async fn a_leaders_own_appends_are_reported_early_and_applied_only_once_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (storage, mut log, mut sm, shared) = open(dir.path(), 1).await.unwrap();
+        // Following node 2: reported after the sync, never pending.
+        log.save_vote(&Vote::new_committed(1, 2)).await.unwrap();
+        let theirs = LogId::new(CommittedLeaderId::new(1, 2), 1);
+        append(
+            &mut log,
+            vec![Entry {
+                log_id: theirs,
+                payload: EntryPayload::Blank,
+            }],
+        )
+        .await;
+        assert_eq!(
+            *shared.durable.borrow(),
+            Durable {
+                through: Some(theirs),
+                ..Durable::default()
+            }
+        );
+        // Leading term 2 (this is node 1): pending from the append until the sync reports.
+        log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+        append(&mut log, (2..=4).map(|i| normal(2, i, "n")).collect()).await;
+        assert_eq!(shared.durable.borrow().early, Some(log_id(2, 4)));
+        let mut rx = shared.durable.subscribe();
+        tokio::time::timeout(T, rx.wait_for(|d| d.through == Some(log_id(2, 4))))
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A pending entry is not applied until its sync completes.
+        shared.durable.send_modify(|d| d.early = Some(log_id(2, 5)));
+        let mut apply = tokio::spawn(async move {
+            let result = sm.apply(vec![normal(2, 5, "late")]).await.map(|_| ());
+            (sm, result)
+        });
+        let early = tokio::time::timeout(std::time::Duration::from_millis(200), &mut apply).await;
+        assert!(early.is_err(), "applied before its sync");
+        assert_eq!(shared.state.read().last_applied, None);
+        record_sync(&shared, log_id(2, 5), true);
+        let (mut sm, result) = tokio::time::timeout(T, apply).await.unwrap().unwrap();
+        result.unwrap();
+        assert_eq!(shared.state.read().last_applied, Some(log_id(2, 5)));
+
+        // A failed sync fails the apply (openraft stops) rather than hanging it.
+        shared.durable.send_modify(|d| d.early = Some(log_id(2, 6)));
+        record_sync(&shared, log_id(2, 6), false);
+        assert!(sm.apply(vec![normal(2, 6, "lost")]).await.is_err());
+        assert_eq!(shared.state.read().last_applied, Some(log_id(2, 5)));
+
+        // A truncation leaves nothing pending past the new end.
+        log.truncate(log_id(2, 3)).await.unwrap();
+        assert_eq!(shared.durable.borrow().early, Some(log_id(2, 2)));
+        assert_eq!(shared.durable.borrow().through, Some(log_id(2, 2)));
+        assert!(storage.close(T).await);
+    }
+
+    #[test]
     fn log_cache_serves_what_it_holds_and_nothing_older() {
         let mut c = LogCache::default();
         assert!(c.get(1, 5).is_none(), "empty: ask the store");
@@ -607,7 +793,7 @@ mod tests {
     #[tokio::test]
     async fn log_vote_committed_and_purge_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let (storage, mut log, _sm, _) = open(dir.path()).await.unwrap();
+        let (storage, mut log, _sm, _) = open(dir.path(), 1).await.unwrap();
         append(
             &mut log,
             (1..=6).map(|i| normal(1, i, &format!("n{i}"))).collect(),
@@ -621,7 +807,7 @@ mod tests {
         drop(log);
         assert!(storage.close(T).await);
 
-        let (storage, mut log, _sm, shared) = open(dir.path()).await.unwrap();
+        let (storage, mut log, _sm, shared) = open(dir.path(), 1).await.unwrap();
         assert_eq!(log.read_vote().await.unwrap(), Some(vote));
         assert_eq!(log.read_committed().await.unwrap(), Some(log_id(1, 4)));
         assert_eq!(*shared.committed_index.lock(), Some(4));
@@ -638,7 +824,7 @@ mod tests {
     #[tokio::test]
     async fn apply_updates_catalog_and_watches() {
         let dir = tempfile::tempdir().unwrap();
-        let (storage, _log, mut sm, shared) = open(dir.path()).await.unwrap();
+        let (storage, _log, mut sm, shared) = open(dir.path(), 1).await.unwrap();
         let results = sm
             .apply(vec![
                 membership(1, 1),
@@ -671,7 +857,7 @@ mod tests {
     #[tokio::test]
     async fn snapshot_build_reopen_and_install_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let (storage, _log, mut sm, _) = open(dir.path()).await.unwrap();
+        let (storage, _log, mut sm, _) = open(dir.path(), 1).await.unwrap();
         sm.apply(vec![
             membership(1, 1),
             normal(1, 2, "db1"),
@@ -690,7 +876,7 @@ mod tests {
         assert!(storage.close(T).await);
 
         // Reopen: the state machine comes back from the durable snapshot.
-        let (storage, _log, mut sm, shared) = open(dir.path()).await.unwrap();
+        let (storage, _log, mut sm, shared) = open(dir.path(), 1).await.unwrap();
         assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 3)));
         assert!(shared.state.read().catalog.node("db2").is_some());
         let current = sm.get_current_snapshot().await.unwrap().unwrap();
@@ -698,7 +884,7 @@ mod tests {
 
         // Install it on a fresh store.
         let dir2 = tempfile::tempdir().unwrap();
-        let (storage2, _log2, mut sm2, shared2) = open(dir2.path()).await.unwrap();
+        let (storage2, _log2, mut sm2, shared2) = open(dir2.path(), 1).await.unwrap();
         let mut rx = shared2.watches.nodes_receiver_for_test();
         sm2.install_snapshot(&current.meta, current.snapshot)
             .await
@@ -722,7 +908,7 @@ mod tests {
     #[tokio::test]
     async fn snapshot_from_newer_build_fails_to_open_clearly() {
         let dir = tempfile::tempdir().unwrap();
-        let (storage, _log, _sm, _) = open(dir.path()).await.unwrap();
+        let (storage, _log, _sm, _) = open(dir.path(), 1).await.unwrap();
         let meta = SnapshotMeta::default();
         storage
             .handle()
@@ -730,7 +916,7 @@ mod tests {
             .await
             .unwrap();
         assert!(storage.close(T).await);
-        let err = open(dir.path()).await.err().unwrap();
+        let err = open(dir.path(), 1).await.err().unwrap();
         assert!(err.to_string().contains("version 99"), "{err}");
         assert!(err.to_string().contains("raft.redb"), "{err}");
     }

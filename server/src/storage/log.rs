@@ -317,6 +317,10 @@ impl Log {
             file.set_len(end).map_err(io_err(&path))?;
             file.sync_all().map_err(io_err(&path))?;
             allocated = end;
+        } else if is_last {
+            // A killed process may have left written but unsynced records (still in the page
+            // cache, so read back above): from now on they count as on disk, so make them so.
+            file.sync_data().map_err(io_err(&path))?;
         }
         Ok(Segment {
             first,
