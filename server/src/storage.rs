@@ -13,12 +13,13 @@
 //!   bounded channel and never block a tokio worker;
 //! - requests are handled strictly in arrival order, so a read sent after an append returns sees
 //!   the append (openraft's "readable on return"), and a vote can never overtake a log write;
-//! - consecutive appends (and committed-pointer saves) are group-committed: one write and one
-//!   `fdatasync` of the log for all of them; their completion callbacks run only after that;
+//! - consecutive appends are group-committed: one write and one `fdatasync` of the log for all
+//!   of them; their completion callbacks run only after that;
 //! - votes, truncations, purges and snapshots are durable before their reply; the committed
-//!   pointer is queued without waiting for it and written to redb at most once per
-//!   [`COMMITTED_EVERY`] (always after the log entries it covers are synced) and at close:
-//!   losing it only means replaying less at start;
+//!   pointer is left in a slot the thread reads after its next group commit (saving it wakes
+//!   nothing) and written to redb at most once per [`COMMITTED_EVERY`], only once the log
+//!   holds the entry it names (so that entry is synced), and at close: losing it only means
+//!   replaying less at start;
 //! - a purge records its index in redb before it removes segments, so the log never serves a
 //!   purged entry, even after a crash in between;
 //! - a corrupted, foreign or newer-format file is refused at open with an error naming the
@@ -150,9 +151,6 @@ enum Request {
         entries: Vec<(u64, Vec<u8>)>,
         done: AppendDone,
     },
-    SaveCommitted {
-        value: Vec<u8>,
-    },
     SaveVote {
         value: Vec<u8>,
         reply: Reply<()>,
@@ -186,14 +184,18 @@ enum Request {
 
 impl Request {
     fn batchable(&self) -> bool {
-        matches!(self, Request::Append { .. } | Request::SaveCommitted { .. })
+        matches!(self, Request::Append { .. })
     }
 }
+
+/// The latest committed pointer not yet written: the index it names and its encoding.
+type CommittedSlot = Arc<parking_lot::Mutex<Option<(u64, Vec<u8>)>>>;
 
 /// A cheap, cloneable handle to the storage thread.
 #[derive(Clone)]
 pub struct StorageHandle {
     tx: mpsc::Sender<Request>,
+    committed: CommittedSlot,
 }
 
 /// The open store: its handle plus the thread, which [`Storage::close`] joins.
@@ -213,6 +215,8 @@ impl Storage {
         let thread_path = path.clone();
         let commits = Arc::new(AtomicU64::new(0));
         let thread_commits = commits.clone();
+        let committed = CommittedSlot::default();
+        let thread_committed = committed.clone();
         let thread = std::thread::Builder::new()
             .name("muster-storage".into())
             .spawn(move || {
@@ -229,7 +233,8 @@ impl Storage {
                             })
                         });
                 match opened {
-                    Ok((store, recovered)) => {
+                    Ok((mut store, recovered)) => {
+                        store.committed = thread_committed;
                         let _ = opened_tx.send(Ok(recovered));
                         run(store, rx, &thread_commits);
                     }
@@ -245,7 +250,7 @@ impl Storage {
         let error = match opened_rx.await {
             Ok(Ok(recovered)) => {
                 let storage = Storage {
-                    handle: StorageHandle { tx },
+                    handle: StorageHandle { tx, committed },
                     thread: Some(thread),
                     path,
                     commits,
@@ -271,7 +276,7 @@ impl Storage {
     }
 
     /// Group commits so far: each is one log write and `fdatasync` for a whole group of
-    /// queued appends (and committed-pointer saves).
+    /// queued appends.
     pub fn group_commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
     }
@@ -334,14 +339,16 @@ impl StorageHandle {
             .map_err(|_| StoreError::Closed)
     }
 
-    /// Queues the committed log id and returns at once: it is written in the next group
-    /// commit, without an fsync of its own. Losing it only means replaying less at start, and
-    /// waiting for it would stall openraft's core between two appends (no group commit).
-    pub async fn save_committed(&self, value: Vec<u8>) -> Result<(), StoreError> {
-        self.tx
-            .send(Request::SaveCommitted { value })
-            .await
-            .map_err(|_| StoreError::Closed)
+    /// Leaves the committed log id (naming entry `index`) for the storage thread and returns
+    /// at once, without waking it: it is written after a later group commit, without an
+    /// fsync of its own. Losing it only means replaying less at start, and waiting for it
+    /// would stall openraft's core between two appends.
+    pub fn save_committed(&self, index: u64, value: Vec<u8>) -> Result<(), StoreError> {
+        if self.tx.is_closed() {
+            return Err(StoreError::Closed);
+        }
+        *self.committed.lock() = Some((index, value));
+        Ok(())
     }
 
     /// Saves the vote durably.
@@ -414,7 +421,7 @@ struct Store {
     db: Database,
     log: Log,
     /// The committed pointer not yet written, and when it was last written.
-    committed: Option<Vec<u8>>,
+    committed: CommittedSlot,
     committed_at: Option<std::time::Instant>,
 }
 
@@ -463,7 +470,7 @@ fn open_store(path: &Path) -> Result<(Store, Recovered), StoreError> {
     let store = Store {
         db,
         log,
-        committed: None,
+        committed: CommittedSlot::default(),
         committed_at: None,
     };
     Ok((store, recovered))
@@ -668,11 +675,8 @@ impl Store {
     fn write_batch(&mut self, batch: Vec<Request>) {
         let mut appends = Vec::new();
         for req in batch {
-            match req {
-                Request::Append { entries, done } => appends.push((entries, done)),
-                // Later pointers replace earlier ones; all follow the appends they cover.
-                Request::SaveCommitted { value } => self.committed = Some(value),
-                _ => {}
+            if let Request::Append { entries, done } = req {
+                appends.push((entries, done));
             }
         }
         if !appends.is_empty() {
@@ -692,9 +696,9 @@ impl Store {
         self.write_committed(false);
     }
 
-    /// Writes the queued committed pointer if [`COMMITTED_EVERY`] has passed (or `now`).
-    /// Every entry it covers was appended before it and so is already synced, unless the
-    /// log failed, in which case nothing more is written.
+    /// Writes the waiting committed pointer if [`COMMITTED_EVERY`] has passed (or `now`) and
+    /// the log holds the entry it names: every append is synced before this runs, so that
+    /// entry and all before it are on disk. Nothing more is written once the log failed.
     fn write_committed(&mut self, now: bool) {
         if self.log.failed() {
             return;
@@ -706,8 +710,12 @@ impl Store {
         if !due {
             return;
         }
-        let Some(value) = self.committed.take() else {
-            return;
+        let value = {
+            let mut slot = self.committed.lock();
+            match slot.take_if(|(index, _)| self.log.reaches(*index)) {
+                Some((_, value)) => value,
+                None => return,
+            }
         };
         if let Err(e) = put_meta(&self.db, KEY_COMMITTED, &value) {
             // Losing it only means replaying less at start.
@@ -741,7 +749,7 @@ impl Store {
                 let _ = reply.send(read_snapshot(&self.db));
             }
             // Batched or handled by the loop.
-            Request::Append { .. } | Request::SaveCommitted { .. } | Request::Shutdown { .. } => {}
+            Request::Append { .. } | Request::Shutdown { .. } => {}
         }
     }
 
@@ -813,6 +821,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_committed_pointer_waits_for_the_entry_it_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Storage::open(dir.path()).await.unwrap();
+        let h = store.handle();
+        append_durably(&h, entries(1..=3)).await;
+        // Names entry 5 while the log ends at 4: not written, not even at close.
+        h.save_committed(5, b"c-5".to_vec()).unwrap();
+        append_durably(&h, entries(4..=4)).await;
+        assert!(store.close(T).await);
+        let (store, rec) = Storage::open(dir.path()).await.unwrap();
+        assert_eq!(rec.committed, None);
+        // Once the log holds it, the next group commit writes it.
+        let h = store.handle();
+        h.save_committed(5, b"c-5".to_vec()).unwrap();
+        append_durably(&h, entries(5..=5)).await;
+        assert!(store.close(T).await);
+        assert!(h.save_committed(5, b"c-5".to_vec()).is_err(), "closed");
+        let (store, rec) = Storage::open(dir.path()).await.unwrap();
+        assert_eq!(rec.committed.as_deref(), Some(b"c-5".as_slice()));
+        assert!(store.close(T).await);
+    }
+
+    #[tokio::test]
     async fn log_vote_and_committed_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (store, rec) = Storage::open(dir.path()).await.unwrap();
@@ -820,7 +851,7 @@ mod tests {
         let h = store.handle();
         append_durably(&h, entries(1..=5)).await;
         h.save_vote(b"vote-1".to_vec()).await.unwrap();
-        h.save_committed(b"c-3".to_vec()).await.unwrap();
+        h.save_committed(3, b"c-3".to_vec()).unwrap();
         // A durable append after the committed pointer persists it too.
         append_durably(&h, entries(6..=6)).await;
         assert_eq!(h.read_logs(2, 4).await.unwrap(), entries(2..=3));

@@ -357,8 +357,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = encode(&committed).map_err(|e| StorageIOError::write(&e))?;
         self.storage
-            .save_committed(bytes)
-            .await
+            .save_committed(committed.map_or(0, |c| c.index), bytes)
             .map_err(|e| StorageIOError::write(&e))?;
         self.committed = committed;
         *self.shared.committed_index.lock() = committed.map(|c| c.index);

@@ -348,6 +348,11 @@ impl Log {
         self.purged.is_none_or(|p| last > p).then_some(last)
     }
 
+    /// Whether every entry up to `index` is held or purged.
+    pub fn reaches(&self, index: u64) -> bool {
+        index == 0 || self.last_index().max(self.purged).is_some_and(|l| l >= index)
+    }
+
     /// The last entry, if any.
     pub fn last_entry(&self) -> Result<Option<Vec<u8>>, LogError> {
         let Some(last) = self.last_index() else {
