@@ -350,7 +350,11 @@ impl Log {
 
     /// Whether every entry up to `index` is held or purged.
     pub fn reaches(&self, index: u64) -> bool {
-        index == 0 || self.last_index().max(self.purged).is_some_and(|l| l >= index)
+        index == 0
+            || self
+                .last_index()
+                .max(self.purged)
+                .is_some_and(|l| l >= index)
     }
 
     /// The last entry, if any.
