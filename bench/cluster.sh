@@ -134,7 +134,16 @@ wait_all() { # what agents... ; until every listed agent answers exactly $WANT
     ((ok)) && return 0
     sleep 0.02
   done
-  log "timed out: $what"; return 1
+  log "timed out: $what"
+  # Keep the evidence outside $WORK (the next run removes it): every agent's answer and log.
+  local keep=/tmp/muster-cluster-bench-timeout-$(date +%Y%m%d-%H%M%S) n
+  mkdir -p "$keep"
+  for n in "${!IP[@]}"; do
+    echo "$n answers: $(dns_ips "$n")" >>"$keep/answers.txt"
+    cp "$WORK/$n/log" "$keep/$n.log" 2>/dev/null || true
+  done
+  log "answers and agent logs kept in $keep"
+  return 1
 }
 median() { python3 -c 'import statistics,sys; v=[float(x) for x in sys.argv[1:]]; print("%.3f" % statistics.median(v) if v else "nan")' "$@"; }
 
