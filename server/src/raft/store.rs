@@ -247,7 +247,7 @@ fn build(
             }
         }
     };
-    // What the files hold is on disk (opening synced any repair).
+    // What the files hold is on disk: opening synced the last segment (and any repair).
     let durable = Durable {
         through: last_log,
         ..Durable::default()
