@@ -221,20 +221,17 @@ impl Storage {
             .name("muster-storage".into())
             .spawn(move || {
                 // A damaged file can trip redb's internal assertions: report, do not unwind.
-                let opened =
-                    std::panic::catch_unwind(AssertUnwindSafe(|| open_store(&thread_path)))
-                        .unwrap_or_else(|panic| {
-                            Err(StoreError::Corrupted {
-                                path: thread_path.clone(),
-                                reason: format!(
-                                    "redb panicked while opening: {}",
-                                    panic_text(&panic)
-                                ),
-                            })
-                        });
+                let opened = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    open_store(&thread_path, thread_committed)
+                }))
+                .unwrap_or_else(|panic| {
+                    Err(StoreError::Corrupted {
+                        path: thread_path.clone(),
+                        reason: format!("redb panicked while opening: {}", panic_text(&panic)),
+                    })
+                });
                 match opened {
-                    Ok((mut store, recovered)) => {
-                        store.committed = thread_committed;
+                    Ok((store, recovered)) => {
                         let _ = opened_tx.send(Ok(recovered));
                         run(store, rx, &thread_commits);
                     }
@@ -425,7 +422,8 @@ struct Store {
     committed_at: Option<std::time::Instant>,
 }
 
-fn open_store(path: &Path) -> Result<(Store, Recovered), StoreError> {
+/// Opens the store; `committed` is the slot shared with the handles.
+fn open_store(path: &Path, committed: CommittedSlot) -> Result<(Store, Recovered), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
         path: path.to_path_buf(),
@@ -470,7 +468,7 @@ fn open_store(path: &Path) -> Result<(Store, Recovered), StoreError> {
     let store = Store {
         db,
         log,
-        committed: CommittedSlot::default(),
+        committed,
         committed_at: None,
     };
     Ok((store, recovered))
