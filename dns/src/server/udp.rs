@@ -541,9 +541,18 @@ mod tests {
 
     #[test]
     fn gso_runs_arrive_as_the_same_datagrams_separate_sends_give() {
-        let server = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        gso_runs_arrive_whole("127.0.0.1:0");
+    }
+
+    #[test]
+    fn gso_runs_arrive_whole_over_ipv6_too() {
+        gso_runs_arrive_whole("[::1]:0");
+    }
+
+    fn gso_runs_arrive_whole(bind: &str) {
+        let server = UdpSocket::bind(bind).unwrap();
+        let a = UdpSocket::bind(bind).unwrap();
+        let b = UdpSocket::bind(bind).unwrap();
         let answers = mixed_answers(a.local_addr().unwrap(), b.local_addr().unwrap());
         let expected = |to: &UdpSocket| {
             let mut v: Vec<Vec<u8>> = answers
