@@ -10,6 +10,13 @@
 //! server it reaches, so a reconnect costs no snapshot unless the server's ring no longer
 //! reaches back that far.
 //!
+//! When the server it streams from says it is the leader and another server is listed, the
+//! task moves to the next one: the leader has every write to do, and a replica fed by a
+//! follower keeps streaming while the leader dies and the others elect a new one. (A
+//! follower a little behind the replica just holds the long poll until it catches up.) After
+//! a switch for want of a leader it stays wherever it lands for [`STAY_AFTER_LEADERLESS`],
+//! so a partition that leaves only the leader reachable cannot make it go round in circles.
+//!
 //! Under a stream of writes every long poll would come back with one change, and each
 //! exchange (an HTTP request on both sides) cost more than applying the change. After a
 //! reply that carried changes the task therefore waits [`REPOLL_GAP`] before asking again,
@@ -48,6 +55,8 @@ const MAX_STREAM_BODY: usize = 64 * 1024 * 1024;
 const STREAM_MARGIN: Duration = Duration::from_secs(5);
 /// Replies without a leader after which the task tries another server.
 const LEADERLESS_SWITCH: u32 = 3;
+/// How long the task does not move off the leader after a switch for want of a leader.
+const STAY_AFTER_LEADERLESS: Duration = Duration::from_secs(60);
 /// Longest pause between rounds of failed attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// First pause after a round of failures.
@@ -479,6 +488,19 @@ impl Rotation {
     fn skip(&mut self) {
         self.current = None;
     }
+
+    /// Moves from `leader` to the listed server after it, when there is another one.
+    /// Returns whether it moved.
+    fn leave(&mut self, leader: &str, servers: &[String]) -> bool {
+        let Some(at) = servers.iter().position(|s| s == leader) else {
+            return false;
+        };
+        if servers.len() < 2 {
+            return false;
+        }
+        self.current = Some(servers[(at + 1) % servers.len()].clone());
+        true
+    }
 }
 
 /// Exponential backoff after `rounds` full rounds of failures.
@@ -498,6 +520,7 @@ async fn stream_task(shared: Arc<Shared>, mut servers: watch::Receiver<Vec<Strin
     let mut rounds = 0u32;
     let mut behind = 0usize;
     let mut leaderless = 0u32;
+    let mut leaderless_switch: Option<Instant> = None;
     let mut last_warning: Option<Instant> = None;
     loop {
         if shared.stop.is_cancelled() {
@@ -533,6 +556,14 @@ async fn stream_task(shared: Arc<Shared>, mut servers: watch::Receiver<Vec<Strin
             Ok(reply) => match shared.absorb(&addr, reply, Instant::now()) {
                 Absorbed::Current => {
                     (failures, rounds, behind, leaderless) = (0, 0, 0, 0);
+                    let on_leader =
+                        shared.link.lock().leader_addr.as_deref() == Some(addr.as_str());
+                    if on_leader
+                        && leaderless_switch.is_none_or(|t| t.elapsed() >= STAY_AFTER_LEADERLESS)
+                        && rotation.leave(&addr, &list)
+                    {
+                        tracing::debug!(leader = %addr, "catalog replica: moving to a follower");
+                    }
                     if carried {
                         tokio::select! {
                             biased;
@@ -549,6 +580,7 @@ async fn stream_task(shared: Arc<Shared>, mut servers: watch::Receiver<Vec<Strin
                     if leaderless >= LEADERLESS_SWITCH && list.len() > 1 {
                         // Perhaps only this server is cut off: try another.
                         leaderless = 0;
+                        leaderless_switch = Some(Instant::now());
                         rotation.skip();
                     }
                     continue;
@@ -796,6 +828,28 @@ mod tests {
         assert_eq!(r.pick(&three).as_deref(), Some("c"));
         // The current server left the list: the next one in turn.
         assert_eq!(r.pick(&list(&["a", "b"])).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn rotation_leaves_the_leader_for_the_next_listed_server() {
+        let list = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let mut r = Rotation {
+            current: None,
+            next: 2,
+        };
+        let three = list(&["a", "b", "c"]);
+        assert_eq!(r.pick(&three).as_deref(), Some("c"));
+        assert!(r.leave("c", &three));
+        assert_eq!(
+            r.pick(&three).as_deref(),
+            Some("a"),
+            "wraps around, then sticks"
+        );
+        assert_eq!(r.pick(&three).as_deref(), Some("a"));
+        // Alone, or not listed: stays.
+        assert!(!r.leave("a", &list(&["a"])));
+        assert!(!r.leave("x", &three));
+        assert_eq!(r.pick(&three).as_deref(), Some("a"));
     }
 
     #[test]
