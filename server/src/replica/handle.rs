@@ -813,13 +813,21 @@ impl ReplicaHandle {
 mod tests {
     use super::*;
 
+    fn list(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    /// A rotation whose first pick is server `next` of the list.
+    fn starting_at(next: usize) -> Rotation {
+        Rotation {
+            current: None,
+            next,
+        }
+    }
+
     #[test]
     fn rotation_keeps_a_listed_server_and_moves_on_when_told() {
-        let list = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let mut r = Rotation {
-            current: None,
-            next: 1,
-        };
+        let mut r = starting_at(1);
         assert_eq!(r.pick(&[]), None);
         let three = list(&["a", "b", "c"]);
         assert_eq!(r.pick(&three).as_deref(), Some("b"));
@@ -832,11 +840,7 @@ mod tests {
 
     #[test]
     fn rotation_leaves_the_leader_for_the_next_listed_server() {
-        let list = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        let mut r = Rotation {
-            current: None,
-            next: 2,
-        };
+        let mut r = starting_at(2);
         let three = list(&["a", "b", "c"]);
         assert_eq!(r.pick(&three).as_deref(), Some("c"));
         assert!(r.leave("c", &three));
