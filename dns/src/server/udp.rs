@@ -12,9 +12,9 @@
 //! IP stack per GSO send) are shared by more queries the fuller the turn is. So a turn that
 //! took at least [`COALESCE_AT`] datagrams is followed by a pause of [`COALESCE_WAIT`] before
 //! the next receive, as a network card moderates its interrupts: under load every query
-//! waits at most that much longer (about 0.15 ms with the kernel's timer slack) and costs
-//! about a third less CPU. A lightly loaded socket never pauses: its turns are a single
-//! datagram, answered at once.
+//! waits at most that much longer (about 0.15 ms with the kernel's timer slack), and with
+//! the GSO runs the CPU per query halves (bench/README.md, 2026-12-07, third session). A
+//! lightly loaded socket never pauses: its turns are a single datagram, answered at once.
 //!
 //! Invariants:
 //! - buffers are allocated once per thread and reused: in steady state nothing is allocated
