@@ -136,10 +136,10 @@ const GSO_MAX_SEGMENTS: usize = 64;
 /// socket stops trying.
 struct Outbox {
     answers: Vec<Vec<u8>>,
-    /// Where each answer goes, for grouping.
+    /// Where each answer goes.
     peers: Vec<SocketAddr>,
-    /// The same addresses as `sendmmsg` takes them.
-    addrs: Vec<SocketAddrAny>,
+    /// Scratch for [`Outbox::send_each`]: its answers' addresses as `sendmmsg` takes them.
+    send_to: Vec<SocketAddrAny>,
     /// Whether GSO sends are still tried.
     gso: bool,
     /// GSO sends made so far.
@@ -153,7 +153,7 @@ impl Outbox {
             // never sees a full batch never holds memory for one.
             answers: (0..UDP_BATCH).map(|_| Vec::new()).collect(),
             peers: Vec::with_capacity(UDP_BATCH),
-            addrs: Vec::with_capacity(UDP_BATCH),
+            send_to: Vec::with_capacity(UDP_BATCH),
             gso: true,
             gso_sends: 0,
         }
@@ -167,7 +167,6 @@ impl Outbox {
             buffer.clear();
             buffer.extend_from_slice(answer);
             self.peers.push(peer);
-            self.addrs.push(peer.into());
         }
     }
 
@@ -178,13 +177,9 @@ impl Outbox {
         if count == 0 {
             return;
         }
-        // By client, longest first: each client's answers form runs of one size. The sort is
-        // stable (and sorts on the stack at this size), so equal answers keep their order.
         let mut order: [usize; UDP_BATCH] = std::array::from_fn(|i| i);
         let order = &mut order[..count];
-        order.sort_by(|&a, &b| {
-            (self.peers[a], self.answers[b].len()).cmp(&(self.peers[b], self.answers[a].len()))
-        });
+        self.sort_for_runs(order);
         let mut singles = [0usize; UDP_BATCH];
         let mut single_count = 0;
         let mut start = 0;
@@ -201,7 +196,15 @@ impl Outbox {
         }
         self.send_each(socket, &singles[..single_count]);
         self.peers.clear();
-        self.addrs.clear();
+    }
+
+    /// Sorts the answer indexes `order` by client, longest first, so that each client's
+    /// answers form runs of one size. The sort is stable (and sorts on the stack at this
+    /// size), so equal answers keep their order.
+    fn sort_for_runs(&self, order: &mut [usize]) {
+        order.sort_by(|&a, &b| {
+            (self.peers[a], self.answers[b].len()).cmp(&(self.peers[b], self.answers[a].len()))
+        });
     }
 
     /// The end of the run that starts at `order[start]`: the following answers for the same
@@ -234,7 +237,7 @@ impl Outbox {
     /// `sendmsg`. Returns false when the kernel refuses GSO: nothing was sent, and this
     /// socket no longer tries.
     fn send_gso(&mut self, socket: &UdpSocket, run: &[usize]) -> bool {
-        let slices: [IoSlice<'_>; UDP_BATCH] = std::array::from_fn(|i| {
+        let slices: [IoSlice<'_>; GSO_MAX_SEGMENTS] = std::array::from_fn(|i| {
             IoSlice::new(run.get(i).map_or(&[][..], |&k| self.answers[k].as_slice()))
         });
         let Ok(segment) = u16::try_from(self.answers[run[0]].len()) else {
@@ -278,24 +281,25 @@ impl Outbox {
 
     /// Sends the answers `which`, one datagram each, with as few `sendmmsg` calls as the
     /// kernel allows.
-    fn send_each(&self, socket: &UdpSocket, which: &[usize]) {
+    fn send_each(&mut self, socket: &UdpSocket, which: &[usize]) {
         let count = which.len();
-        let Some(&first) = which.first() else {
+        if count == 0 {
             return;
-        };
-        let slices: [[IoSlice<'_>; 1]; UDP_BATCH] = std::array::from_fn(|i| {
-            [IoSlice::new(
-                &self.answers[which.get(i).copied().unwrap_or(first)],
-            )]
-        });
+        }
+        self.send_to.clear();
+        self.send_to
+            .extend(which.iter().map(|&i| SocketAddrAny::from(self.peers[i])));
+        let addrs = &self.send_to;
+        // Slots past `count` repeat the last answer; they are never passed to the kernel.
+        let slot = |i: usize| i.min(count - 1);
+        let slices: [[IoSlice<'_>; 1]; UDP_BATCH] =
+            std::array::from_fn(|i| [IoSlice::new(&self.answers[which[slot(i)]])]);
         let mut controls: [SendAncillaryBuffer<'_, '_, '_>; UDP_BATCH] =
             std::array::from_fn(|_| SendAncillaryBuffer::default());
         let mut controls = controls.iter_mut();
-        // Slots past `count` repeat the first answer; they are never passed to the kernel.
         let mut messages: [MMsgHdr<'_>; UDP_BATCH] = std::array::from_fn(|i| {
             let control = controls.next().expect("one control buffer per slot");
-            let to = &self.addrs[which.get(i).copied().unwrap_or(first)];
-            MMsgHdr::new_with_addr(to, &slices[i], control)
+            MMsgHdr::new_with_addr(&addrs[slot(i)], &slices[i], control)
         });
         let mut start = 0;
         let mut attempts = 0;
@@ -505,10 +509,7 @@ mod tests {
         }
         let count = outbox.peers.len();
         let mut order: Vec<usize> = (0..count).collect();
-        order.sort_by(|&x, &y| {
-            (outbox.peers[x], outbox.answers[y].len())
-                .cmp(&(outbox.peers[y], outbox.answers[x].len()))
-        });
+        outbox.sort_for_runs(&mut order);
         let mut runs = Vec::new();
         let mut start = 0;
         while start < count {
@@ -572,7 +573,7 @@ mod tests {
             outbox.flush(&server);
             // Three runs of two or more: client a's two and client b's one.
             assert_eq!(outbox.gso_sends, if gso { 3 } else { 0 });
-            assert!(outbox.peers.is_empty() && outbox.addrs.is_empty());
+            assert!(outbox.peers.is_empty());
             assert_eq!(drain(&a), expected(&a), "gso={gso}");
             assert_eq!(drain(&b), expected(&b), "gso={gso}");
         }
