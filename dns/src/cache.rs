@@ -323,12 +323,14 @@ impl Cache {
         let mut shard = self.shard(key).lock();
         shard.tick += 1;
         let tick = shard.tick;
-        if let Some(&i) = shard.map.get(key) {
+        // Where the entry just stored sits; eviction never picks it.
+        let mut fresh = if let Some(&i) = shard.map.get(key) {
             let old = shard.slots[i].value.memory(key.len());
             shard.bytes = shard.bytes - old + size;
             let slot = &mut shard.slots[i];
             slot.value = value;
             slot.last_used = tick;
+            i
         } else {
             shard.bytes += size;
             let key: Box<[u8]> = key.into();
@@ -339,18 +341,29 @@ impl Cache {
                 value,
                 last_used: tick,
             });
-        }
+            i
+        };
         let mut evicted = 0;
         let mut rng = rand::rng();
-        // Evict the least recently used of a few random slots until within bounds; the
-        // loop ends because every turn removes one of a finite number of slots.
-        while shard.slots.len() > max_entries || shard.bytes > max_bytes {
-            let len = shard.slots.len();
-            let victim = (0..EVICTION_SAMPLES.min(len))
-                .map(|_| rng.random_range(0..len))
+        // Evict the least recently used of a few random other slots until within bounds.
+        // The loop ends: every turn removes one of a finite number of slots, and the fresh
+        // entry alone fits both bounds (`size <= max_bytes`, `max_entries >= 1`).
+        while (shard.slots.len() > max_entries || shard.bytes > max_bytes) && shard.slots.len() > 1
+        {
+            let others = shard.slots.len() - 1;
+            let victim = (0..EVICTION_SAMPLES.min(others))
+                .map(|_| {
+                    let r = rng.random_range(0..others);
+                    if r >= fresh { r + 1 } else { r }
+                })
                 .min_by_key(|&i| shard.slots[i].last_used)
-                .unwrap_or(0);
+                .unwrap_or(usize::from(fresh == 0));
+            let last = shard.slots.len() - 1;
             shard.remove_slot(victim);
+            if fresh == last {
+                // `swap_remove` moved the fresh entry into the victim's place.
+                fresh = victim;
+            }
             evicted += 1;
         }
         evicted
@@ -622,6 +635,36 @@ mod tests {
             matches!(cache.lookup(key, t0, Duration::ZERO, |_| ()), Lookup::Miss),
             "dead entries are removed"
         );
+    }
+
+    #[test]
+    fn the_entry_just_stored_is_never_the_one_evicted() {
+        // One entry per shard: every insert into a full shard must evict the other entry,
+        // never the new one (a random sample could pick only the new slot).
+        let cache = Cache::default();
+        let limits = CacheConfig {
+            max_entries: SHARDS,
+            ..CacheConfig::default()
+        };
+        let t0 = Instant::now();
+        for i in 0..2000 {
+            let name = format!("e{i}.example.test.");
+            let r = CachedResponse::from_upstream(
+                &upstream(&name, 60, ResponseCode::NoError, None),
+                &limits,
+                t0,
+            )
+            .unwrap();
+            cache.insert(name.as_bytes(), Arc::new(r), &limits);
+            assert!(
+                matches!(
+                    cache.lookup(name.as_bytes(), t0, Duration::ZERO, |_| ()),
+                    Lookup::Fresh(())
+                ),
+                "{name} was evicted by its own insert"
+            );
+            assert!(cache.len() <= SHARDS, "bounded: {}", cache.len());
+        }
     }
 
     #[test]
