@@ -691,13 +691,15 @@ fn mark_changed(pending: &mut VecDeque<Arc<str>>, updates_open: bool, entry: &mu
     }
 }
 
-/// A uniformly random offset in `[0, interval)` for a check's first run.
+/// A uniformly random offset in `[0, interval)` for a check's first run, in whole
+/// milliseconds: the timer queue rounds deadlines up to the next millisecond, so a finer
+/// offset just under the interval would fire at the interval itself.
 fn stagger(interval: Duration) -> Duration {
-    let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
-    if nanos == 0 {
+    let millis = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+    if millis == 0 {
         return Duration::ZERO;
     }
-    Duration::from_nanos(rand::random_range(0..nanos))
+    Duration::from_millis(rand::random_range(0..millis))
 }
 
 #[cfg(test)]
@@ -1345,8 +1347,15 @@ mod tests {
     #[test]
     fn stagger_stays_within_the_interval() {
         for _ in 0..1000 {
-            assert!(stagger(Duration::from_secs(1)) < Duration::from_secs(1));
+            let s = stagger(Duration::from_secs(1));
+            assert!(s < Duration::from_secs(1), "{s:?}");
+            assert_eq!(s.subsec_nanos() % 1_000_000, 0, "whole milliseconds: {s:?}");
+        }
+        // The largest offset of a 10 s interval still fires before 10 s.
+        for _ in 0..1000 {
+            assert!(stagger(Duration::from_secs(10)) <= Duration::from_millis(9_999));
         }
         assert_eq!(stagger(Duration::ZERO), Duration::ZERO);
+        assert_eq!(stagger(Duration::from_micros(900)), Duration::ZERO);
     }
 }

@@ -177,15 +177,24 @@ async fn catalog_drift_is_repaired_by_the_full_sync_without_rewrites() {
         services.contains_key("web").then_some(())
     };
     wait_until("web in the catalog", Duration::from_secs(10), in_catalog).await;
+    let index_of = |services: &serde_json::Map<String, Value>, key: &str| {
+        services.get("web").and_then(|w| w[key].as_u64())
+    };
+    let before = index_of(&agent.catalog_services().await, "ModifyIndex").unwrap();
 
     // Someone deletes the agent's service through the catalog API: the full sync puts it back.
+    // (A full sync may already run between the deregister and the next read, so the proof
+    // that it was deleted is a recreated entry: a CreateIndex past the old ModifyIndex.)
     let dereg = json!({"Node": NODE, "ServiceID": "web"});
     assert_eq!(
         agent.put_ok("/v1/catalog/deregister", Some(dereg)).await,
         "true"
     );
-    assert!(agent.catalog_services().await.get("web").is_none());
-    wait_until("web restored", Duration::from_secs(15), in_catalog).await;
+    wait_until("web restored", Duration::from_secs(15), || async {
+        let created = index_of(&agent.catalog_services().await, "CreateIndex")?;
+        (created > before).then_some(())
+    })
+    .await;
     wait_until("web-ttl restored", Duration::from_secs(15), || async {
         catalog_check(&agent, "web-ttl").await
     })
