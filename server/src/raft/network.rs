@@ -264,7 +264,7 @@ pub(crate) struct Connection {
     peers: Arc<PeerAddrs>,
     /// The open channel and the address it goes to (behind a mutex only so the connection
     /// is `Sync`, as openraft wants; calls take `&mut self`, so it is never contended).
-    channel: tokio::sync::Mutex<Option<(String, reqwest::Upgraded)>>,
+    channel: tokio::sync::Mutex<Option<(String, channel::Conn)>>,
     /// Until when appends use plain HTTP (the peer has no channel).
     legacy_until: Option<tokio::time::Instant>,
     durable: tokio::sync::watch::Receiver<Durable>,
