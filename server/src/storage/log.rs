@@ -34,9 +34,10 @@
 //! records are on disk, instead of a write into the page cache and an `fdatasync` that
 //! writes it back and then flushes the disk cache. A direct write covers whole
 //! [`DIRECT_ALIGN`] blocks, so it starts with the bytes of the last partial block (kept in
-//! memory) and ends with zeros, which is what the page cache wrote back before. With three
-//! servers syncing on one virtual disk this took an append from ~210 to ~155 µs and cut its
-//! CPU by a quarter. The zeros are written and synced through the page cache before direct
+//! memory) and ends with zeros, which is what the page cache wrote back before. On the
+//! bench cluster (three servers syncing on one virtual disk) this took ~5 % off the CPU of
+//! a write and made sequential writes through a follower ~10 % faster (bench/README.md,
+//! `bench/log-sync.py` for the disk alone). The zeros are written and synced through the page cache before direct
 //! writes reach them, so the blocks are allocated and a direct write changes no metadata. A
 //! file system that refuses `O_DIRECT` at open (tmpfs) or a direct write with `EINVAL` or
 //! `EOPNOTSUPP` gets the buffered path, which is otherwise identical.
