@@ -588,6 +588,17 @@ mod tests {
         assert_eq!(decode(&out).answers.len(), 60);
     }
 
+    /// Caches an upstream answer for `name` (A, TTL 60) as received at `t0`.
+    fn store(cache: &Cache, name: &str, limits: &CacheConfig, t0: Instant) {
+        let r = CachedResponse::from_upstream(
+            &upstream(name, 60, ResponseCode::NoError, None),
+            limits,
+            t0,
+        )
+        .unwrap();
+        cache.insert(name.as_bytes(), Arc::new(r), limits);
+    }
+
     #[test]
     fn lookup_insert_and_eviction_bound() {
         let cache = Cache::default();
@@ -598,13 +609,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..1000 {
             let name = format!("n{i}.example.test.");
-            let r = CachedResponse::from_upstream(
-                &upstream(&name, 60, ResponseCode::NoError, None),
-                &limits,
-                t0,
-            )
-            .unwrap();
-            cache.insert(name.as_bytes(), Arc::new(r), &limits);
+            store(&cache, &name, &limits, t0);
         }
         assert!(cache.len() <= 64 + SHARDS, "bounded: {}", cache.len());
         assert!(cache.len() >= 32, "but not emptied: {}", cache.len());
@@ -649,13 +654,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..2000 {
             let name = format!("e{i}.example.test.");
-            let r = CachedResponse::from_upstream(
-                &upstream(&name, 60, ResponseCode::NoError, None),
-                &limits,
-                t0,
-            )
-            .unwrap();
-            cache.insert(name.as_bytes(), Arc::new(r), &limits);
+            store(&cache, &name, &limits, t0);
             assert!(
                 matches!(
                     cache.lookup(name.as_bytes(), t0, Duration::ZERO, |_| ()),
@@ -677,13 +676,7 @@ mod tests {
         let t0 = Instant::now();
         for i in 0..500 {
             let name = format!("host-{i}.example.test.");
-            let r = CachedResponse::from_upstream(
-                &upstream(&name, 60, ResponseCode::NoError, None),
-                &limits,
-                t0,
-            )
-            .unwrap();
-            cache.insert(name.as_bytes(), Arc::new(r), &limits);
+            store(&cache, &name, &limits, t0);
         }
         assert!(
             cache.bytes() <= 16 * 1024 + SHARDS * 512,
