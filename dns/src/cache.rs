@@ -381,14 +381,20 @@ impl Cache {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::wire::{Parse, parse_fast};
     use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query as HQuery, ResponseCode};
     use hickory_proto::rr::rdata::{A, SOA};
     use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-    fn upstream(name: &str, ttl: u32, rcode: ResponseCode, soa: Option<(u32, u32)>) -> Vec<u8> {
+    /// An upstream reply for `name` A: one answer (NOERROR without `soa`), or the SOA.
+    pub(crate) fn upstream(
+        name: &str,
+        ttl: u32,
+        rcode: ResponseCode,
+        soa: Option<(u32, u32)>,
+    ) -> Vec<u8> {
         let mut m = Message::new(99, MessageType::Response, OpCode::Query);
         m.metadata.response_code = rcode;
         let n = Name::from_ascii(name).unwrap();
@@ -412,7 +418,8 @@ mod tests {
         m.to_vec().unwrap()
     }
 
-    fn query(name: &str, edns: bool) -> Query {
+    /// A parsed query for `name` A (RD set).
+    pub(crate) fn query(name: &str, edns: bool) -> Query {
         let mut m = Message::new(0x4242, MessageType::Query, OpCode::Query);
         m.add_query(HQuery::query(
             Name::from_ascii(name).unwrap(),

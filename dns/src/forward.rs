@@ -194,6 +194,18 @@ impl Forwarder {
             forwarder: self,
             key,
         };
+        // An identical query may have stored its answer after this one's cache lookup: an
+        // in-flight entry is removed only once its answer is in the cache, so looking again
+        // now, as the leader, misses nothing.
+        if let Lookup::Fresh(hit) =
+            self.cache
+                .lookup(key, Instant::now(), cfg.cache.serve_stale, Arc::clone)
+        {
+            stats.shared().coalesced();
+            let outcome = Ok(hit);
+            tx.send_replace(Some(outcome.clone()));
+            return outcome;
+        }
         let outcome = self.exchange(q, cfg, recursors, stats).await;
         if let Ok(r) = &outcome {
             let evicted = self.cache.insert(key, r.clone(), &cfg.cache);
@@ -398,5 +410,44 @@ async fn tcp_exchange(
         Ok(reply)
     } else {
         Err(AttemptError::Mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::ResponseCode;
+
+    use super::*;
+    use crate::cache::tests::{query, upstream};
+
+    #[tokio::test]
+    async fn a_miss_that_finds_the_answer_stored_meanwhile_does_not_go_upstream() {
+        // The race: this query missed the cache, then an identical query's exchange stored
+        // its answer and ended before this one looked for an exchange in flight.
+        let fwd = Forwarder::default();
+        let cfg = DnsConfig::default();
+        let stats = Stats::new(1);
+        let name = "late.example.test.";
+        let key = name.as_bytes();
+        let stored = CachedResponse::from_upstream(
+            &upstream(name, 60, ResponseCode::NoError, None),
+            &cfg.cache,
+            Instant::now(),
+        )
+        .unwrap();
+        let stored = Arc::new(stored);
+        fwd.cache.insert(key, Arc::clone(&stored), &cfg.cache);
+        // Nothing listens there: asking it would fail.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let got = fwd
+            .coalesced(&query(name, false), key, &cfg, &[dead], &stats)
+            .await
+            .expect("answered from the cache");
+        assert!(Arc::ptr_eq(&got, &stored));
+        assert_eq!(stats.upstream(dead).queries.load(Ordering::Relaxed), 0);
+        assert!(fwd.inflight.lock().is_empty());
     }
 }

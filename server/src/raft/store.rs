@@ -590,7 +590,12 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let data = self.catalog.encode_snapshot();
+        // Encoding a large catalog takes tens of milliseconds of CPU: off the runtime's
+        // workers (the agent may run just one), so Raft and the API keep going meanwhile.
+        let catalog = std::mem::take(&mut self.catalog);
+        let data = tokio::task::spawn_blocking(move || catalog.encode_snapshot())
+            .await
+            .map_err(|e| StorageIOError::write_snapshot(None, &io::Error::other(e)))?;
         let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
         let snapshot_id = match self.last_applied {
             Some(l) => format!("{}-{}-{}-{seq}", l.leader_id, l.index, data.len()),
