@@ -39,8 +39,9 @@
 //! a write and made sequential writes through a follower ~10 % faster (bench/README.md,
 //! `bench/log-sync.py` for the disk alone). The zeros are written and synced through the page cache before direct
 //! writes reach them, so the blocks are allocated and a direct write changes no metadata. A
-//! file system that refuses `O_DIRECT` at open (tmpfs) or a direct write with `EINVAL` or
-//! `EOPNOTSUPP` gets the buffered path, which is otherwise identical.
+//! file system that refuses `O_DIRECT` at open (tmpfs) or a direct write with `EINVAL`,
+//! `EOPNOTSUPP` or `ENOSYS` (kernels before 4.7) gets the buffered path, which is otherwise
+//! identical.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -124,6 +125,9 @@ struct Direct {
     file: File,
     /// The bytes from the last [`DIRECT_ALIGN`] boundary at or before `end` up to `end`.
     tail: Vec<u8>,
+    /// Tests: answer the next write as a file system that refuses it would.
+    #[cfg(test)]
+    refuse: bool,
 }
 
 impl Direct {
@@ -136,7 +140,12 @@ impl Direct {
             .custom_flags(i32::try_from(flags).unwrap_or(0))
             .open(path)
         {
-            Ok(file) => Ok(Some(Direct { file, tail })),
+            Ok(file) => Ok(Some(Direct {
+                file,
+                tail,
+                #[cfg(test)]
+                refuse: false,
+            })),
             Err(e) if e.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                 tracing::info!(path = %path.display(), "raft log: no direct I/O here; appends use fdatasync");
                 Ok(None)
@@ -149,6 +158,10 @@ impl Direct {
     /// `Ok(false)` when the file system refuses (nothing needs undoing: a retry through the
     /// page cache writes the same bytes at the same places).
     fn write(&mut self, path: &Path, end: u64, records: &[u8]) -> Result<bool, LogError> {
+        #[cfg(test)]
+        if self.refuse {
+            return Ok(false);
+        }
         let start = end - self.tail.len() as u64;
         let used = self.tail.len() + records.len();
         let len = used.div_ceil(DIRECT_ALIGN) * DIRECT_ALIGN;
@@ -168,7 +181,13 @@ impl Direct {
                 Ok(0) => return Err(io_err(path)(io::ErrorKind::WriteZero.into())),
                 Ok(n) => done += n,
                 Err(rustix::io::Errno::INTR) => {}
-                Err(rustix::io::Errno::INVAL | rustix::io::Errno::OPNOTSUPP) if done == 0 => {
+                // Unaligned for this device, no RWF_DSYNC (before Linux 4.7) or no
+                // pwritev2 at all (before 4.6): nothing was written.
+                Err(
+                    rustix::io::Errno::INVAL
+                    | rustix::io::Errno::OPNOTSUPP
+                    | rustix::io::Errno::NOSYS,
+                ) if done == 0 => {
                     return Ok(false);
                 }
                 Err(e) => return Err(io_err(path)(e.into())),
@@ -935,6 +954,31 @@ mod tests {
             assert_eq!(x.len(), y.len());
             assert!(x == y, "direct and buffered segments differ");
         }
+    }
+
+    #[test]
+    fn a_refused_direct_write_falls_back_to_fdatasync_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        if !direct_io_works(dir.path()) {
+            eprintln!(
+                "no O_DIRECT under {}: nothing to refuse",
+                dir.path().display()
+            );
+            return;
+        }
+        let mut log = Log::open(dir.path(), None).unwrap();
+        append(&mut log, 1..=5);
+        assert!(log.writes_direct());
+        if let Some(direct) = log.segments.last_mut().and_then(|s| s.direct.as_mut()) {
+            direct.refuse = true;
+        }
+        append(&mut log, 6..=9);
+        assert!(!log.writes_direct(), "the log stops trying");
+        append(&mut log, 10..=12);
+        assert_eq!(indexes(&log), (1..=12).collect::<Vec<_>>());
+        drop(log);
+        let log = Log::open(dir.path(), None).unwrap();
+        assert_eq!(indexes(&log), (1..=12).collect::<Vec<_>>());
     }
 
     #[test]
