@@ -595,15 +595,23 @@ pub(crate) mod tests {
         assert_eq!(decode(&out).answers.len(), 60);
     }
 
-    /// Caches an upstream answer for `name` (A, TTL 60) as received at `t0`.
-    fn store(cache: &Cache, name: &str, limits: &CacheConfig, t0: Instant) {
+    /// Caches an upstream answer for `name` (A, TTL 60) as received at `t0`, under the key
+    /// `name`; returns what was stored.
+    pub(crate) fn store(
+        cache: &Cache,
+        name: &str,
+        limits: &CacheConfig,
+        t0: Instant,
+    ) -> Arc<CachedResponse> {
         let r = CachedResponse::from_upstream(
             &upstream(name, 60, ResponseCode::NoError, None),
             limits,
             t0,
         )
         .unwrap();
-        cache.insert(name.as_bytes(), Arc::new(r), limits);
+        let r = Arc::new(r);
+        cache.insert(name.as_bytes(), Arc::clone(&r), limits);
+        r
     }
 
     #[test]

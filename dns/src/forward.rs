@@ -415,10 +415,8 @@ async fn tcp_exchange(
 
 #[cfg(test)]
 mod tests {
-    use hickory_proto::op::ResponseCode;
-
     use super::*;
-    use crate::cache::tests::{query, upstream};
+    use crate::cache::tests::{query, store};
 
     #[tokio::test]
     async fn a_miss_that_finds_the_answer_stored_meanwhile_does_not_go_upstream() {
@@ -429,14 +427,7 @@ mod tests {
         let stats = Stats::new(1);
         let name = "late.example.test.";
         let key = name.as_bytes();
-        let stored = CachedResponse::from_upstream(
-            &upstream(name, 60, ResponseCode::NoError, None),
-            &cfg.cache,
-            Instant::now(),
-        )
-        .unwrap();
-        let stored = Arc::new(stored);
-        fwd.cache.insert(key, Arc::clone(&stored), &cfg.cache);
+        let stored = store(&fwd.cache, name, &cfg.cache, Instant::now());
         // Nothing listens there: asking it would fail.
         let dead = std::net::UdpSocket::bind("127.0.0.1:0")
             .unwrap()

@@ -37,11 +37,11 @@
 //! memory) and ends with zeros, which is what the page cache wrote back before. On the
 //! bench cluster (three servers syncing on one virtual disk) this took ~5 % off the CPU of
 //! a write and made sequential writes through a follower ~10 % faster (bench/README.md,
-//! `bench/log-sync.py` for the disk alone). The zeros are written and synced through the page cache before direct
-//! writes reach them, so the blocks are allocated and a direct write changes no metadata. A
-//! file system that refuses `O_DIRECT` at open (tmpfs) or a direct write with `EINVAL`,
-//! `EOPNOTSUPP` or `ENOSYS` (kernels before 4.7) gets the buffered path, which is otherwise
-//! identical.
+//! `bench/log-sync.py` for the disk alone). The zeros are written and synced through the
+//! page cache before direct writes reach them, so the blocks are allocated and a direct
+//! write changes no metadata. A file system that refuses `O_DIRECT` at open (tmpfs), or a
+//! direct write with `EINVAL`, `EOPNOTSUPP` or `ENOSYS` (kernels before 4.7), gets the
+//! buffered path, which is otherwise identical.
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
